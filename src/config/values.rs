@@ -1,0 +1,204 @@
+//! Parsers for the comma-separated values of the environment contract.
+//!
+//! Each returns a [`ConfigError`] that names the variable and quotes the value,
+//! because the person reading it is looking at a manifest, not at this code.
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+
+use super::ConfigError;
+use crate::flush::selection::Protocol;
+
+/// Splits on commas, trims, drops empty items (`"8125, 8126,"` is two ports).
+fn items(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+pub fn ip_list(variable: &'static str, value: &str) -> Result<Vec<IpAddr>, ConfigError> {
+    let mut ips = Vec::new();
+    for item in items(value) {
+        let ip: IpAddr = item.parse().map_err(|_| {
+            ConfigError::new(variable, value, format!("`{item}` is not an IPv4 or IPv6 address"))
+        })?;
+        let ip = canonical(ip);
+        if ip.is_unspecified() {
+            return Err(ConfigError::new(
+                variable,
+                value,
+                format!("`{item}` is the unspecified address; leave the variable empty to mean any"),
+            ));
+        }
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    Ok(ips)
+}
+
+/// The kernel keeps an IPv4 flow in its IPv4 table even when a user writes it
+/// as `::ffff:a.b.c.d`, so compare and filter in that form.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+pub fn port_list(variable: &'static str, value: &str) -> Result<Vec<RangeInclusive<u16>>, ConfigError> {
+    let mut ranges: Vec<RangeInclusive<u16>> = Vec::new();
+    for item in items(value) {
+        let range = match item.split_once('-') {
+            Some((low, high)) => {
+                let (low, high) = (port(variable, value, low)?, port(variable, value, high)?);
+                if low > high {
+                    return Err(ConfigError::new(
+                        variable,
+                        value,
+                        format!("range `{item}` is inverted; write `{high}-{low}`"),
+                    ));
+                }
+                low..=high
+            }
+            None => {
+                let p = port(variable, value, item)?;
+                p..=p
+            }
+        };
+        ranges.push(range);
+    }
+    Ok(merge(ranges))
+}
+
+fn port(variable: &'static str, value: &str, item: &str) -> Result<u16, ConfigError> {
+    let item = item.trim();
+    match item.parse::<u32>() {
+        Ok(p @ 1..=65535) => Ok(p as u16),
+        Ok(_) => Err(ConfigError::new(variable, value, format!("port `{item}` is out of range 1-65535"))),
+        Err(_) => Err(ConfigError::new(
+            variable,
+            value,
+            format!("`{item}` is not a port number or a range like 8000-8100"),
+        )),
+    }
+}
+
+/// Sorted, non-overlapping ranges, so that `8125,8125` is one kernel dump.
+/// Adjacent ports stay apart: `8125,8126` is two exact kernel filters, while
+/// a merged `8125-8126` range could not be filtered in the kernel at all.
+fn merge(mut ranges: Vec<RangeInclusive<u16>>) -> Vec<RangeInclusive<u16>> {
+    ranges.sort_by_key(|r| *r.start());
+    let mut merged: Vec<RangeInclusive<u16>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start() <= last.end() => {
+                let end = (*last.end()).max(*r.end());
+                *last = *last.start()..=end;
+            }
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+pub fn protocols(variable: &'static str, value: &str) -> Result<Vec<Protocol>, ConfigError> {
+    let mut protocols = Vec::new();
+    for item in items(value) {
+        let protocol = match item.to_ascii_lowercase().as_str() {
+            "udp" => Protocol::Udp,
+            "tcp" => Protocol::Tcp,
+            "sctp" => Protocol::Sctp,
+            _ => {
+                return Err(ConfigError::new(
+                    variable,
+                    value,
+                    format!("unknown protocol `{item}`; use udp, tcp or sctp"),
+                ))
+            }
+        };
+        if !protocols.contains(&protocol) {
+            protocols.push(protocol);
+        }
+    }
+    if protocols.is_empty() {
+        return Err(ConfigError::new(variable, value, "names no protocol; use udp, tcp or sctp"));
+    }
+    Ok(protocols)
+}
+
+pub fn boolean(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => Err(ConfigError::new(variable, value, "must be true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_single_list_and_ranges_merge_and_sort() {
+        let got = port_list("TARGET_PORT", "8126, 8125,8000-8100,8050-8125").unwrap();
+        assert_eq!(got, vec![8000..=8125, 8126..=8126]);
+        let got = port_list("TARGET_PORT", "8125,8125,8126").unwrap();
+        assert_eq!(got, vec![8125..=8125, 8126..=8126]);
+        let got = port_list("TARGET_PORT", "53,8125").unwrap();
+        assert_eq!(got, vec![53..=53, 8125..=8125]);
+        assert_eq!(port_list("TARGET_PORT", "1,65535").unwrap(), vec![1..=1, 65535..=65535]);
+        assert_eq!(port_list("TARGET_PORT", " , ").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn ports_refuse_zero_overflow_inverted_and_garbage_naming_the_value() {
+        for (value, needle) in [
+            ("0", "out of range"),
+            ("65536", "out of range"),
+            ("8100-8000", "inverted"),
+            ("udp", "not a port"),
+            ("81 25", "not a port"),
+            ("-5", "not a port"),
+            ("99999999999", "not a port"),
+        ] {
+            let e = port_list("TARGET_PORT", value).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("TARGET_PORT"), "{text}");
+            assert!(text.contains(&format!("\"{value}\"")), "{text}");
+            assert!(text.contains(needle), "{value}: {text}");
+        }
+    }
+
+    #[test]
+    fn ips_v4_v6_mapped_and_deduplicated() {
+        let got = ip_list("TARGET_IP", "192.0.2.1, 2001:db8::1,::ffff:192.0.2.1").unwrap();
+        assert_eq!(got, vec!["192.0.2.1".parse::<IpAddr>().unwrap(), "2001:db8::1".parse().unwrap()]);
+        assert!(ip_list("TARGET_IP", "").unwrap().is_empty());
+    }
+
+    #[test]
+    fn ips_refuse_malformed_and_unspecified() {
+        for value in ["192.0.2", "10.0.0.256", "host.example", "192.0.2.1/32", "0.0.0.0", "::"] {
+            let text = ip_list("KEEP_DNAT_TO", value).unwrap_err().to_string();
+            assert!(text.contains("KEEP_DNAT_TO") && text.contains(value), "{text}");
+        }
+    }
+
+    #[test]
+    fn protocols_default_forms_and_unknown() {
+        assert_eq!(
+            protocols("P", "UDP,tcp, sctp,udp").unwrap(),
+            vec![Protocol::Udp, Protocol::Tcp, Protocol::Sctp]
+        );
+        assert!(protocols("P", "icmp").unwrap_err().to_string().contains("unknown protocol `icmp`"));
+        assert!(protocols("P", ",").is_err());
+    }
+
+    #[test]
+    fn booleans() {
+        assert!(boolean("DRY_RUN", "true").unwrap());
+        assert!(boolean("DRY_RUN", "TRUE").unwrap());
+        assert!(!boolean("DRY_RUN", "false").unwrap());
+        assert!(!boolean("DRY_RUN", "").unwrap());
+        assert!(boolean("DRY_RUN", "maybe").unwrap_err().to_string().contains("\"maybe\""));
+    }
+}

@@ -1,0 +1,179 @@
+//! Node-local work: find the entries the selection names in this network
+//! namespace's conntrack table and delete the stale ones.
+
+pub mod delete;
+pub mod request;
+pub mod selection;
+pub mod socket;
+pub mod tuple;
+
+use std::collections::HashSet;
+use std::io;
+use std::time::Instant;
+
+use crate::error::Error;
+use crate::report::Summary;
+use delete::Deleter;
+use selection::{Selection, Slice, Verdict};
+use socket::CtSocket;
+
+/// A dry run lists at most this many entries; the summary counts them all.
+const DRY_RUN_LISTED: u64 = 1000;
+
+pub fn run(selection: &Selection, dry_run: bool) -> Result<Summary, Error> {
+    let started = Instant::now();
+    let mut summary = Summary { dry_run, ..Summary::default() };
+    let mut control = CtSocket::open().map_err(|e| Error::kernel("open a conntrack netlink socket", e))?;
+    // A second socket for deletes, so that the dump streams while we delete.
+    let mut deleter = match dry_run {
+        true => None,
+        false => Some(Deleter::open().map_err(|e| Error::kernel("open a conntrack netlink socket", e))?),
+    };
+    let mut kernel_flush = !dry_run && selection.keep.is_empty();
+
+    for slice in selection.slices() {
+        if kernel_flush && slice.exact {
+            match filtered_flush(&mut control, &slice) {
+                Ok(deleted) => {
+                    summary.kernel_flushed += deleted;
+                    summary.matched += deleted;
+                    summary.deleted += deleted;
+                    continue;
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                    tracing::debug!(error = %e, "kernel has no filtered flush (before 6.12): dump and delete instead");
+                    kernel_flush = false;
+                }
+                Err(e) => return Err(Error::kernel("flush conntrack entries", e)),
+            }
+        }
+        dump_and_delete(&mut control, deleter.as_mut(), selection, &slice, &mut summary)?;
+    }
+
+    if let Some(deleter) = deleter {
+        let (counts, failure) = deleter.finish().map_err(|e| Error::kernel("delete conntrack entries", e))?;
+        summary.deleted += counts.deleted;
+        summary.already_gone += counts.already_gone;
+        summary.failed += counts.failed;
+        if let Some(first) = failure {
+            summary.set_elapsed(started.elapsed());
+            summary.log();
+            return Err(match first.raw_os_error() {
+                Some(libc::EPERM) => Error::kernel("delete", first),
+                _ => Error::DeletesFailed { failed: counts.failed, first },
+            });
+        }
+    }
+    summary.set_elapsed(started.elapsed());
+    Ok(summary)
+}
+
+fn dump_and_delete(
+    control: &mut CtSocket,
+    mut deleter: Option<&mut Deleter>,
+    selection: &Selection,
+    slice: &Slice,
+    summary: &mut Summary,
+) -> Result<(), Error> {
+    // A dump may return an entry twice when it resumes a hash bucket; the
+    // repeat follows closely, so remembering the latest matches suffices.
+    let mut recent = Recent::default();
+    let mut failure: Option<io::Error> = None;
+    let outcome = control
+        .dump(request::dump(slice), |entry| {
+            summary.scanned += 1;
+            match selection.verdict(&entry) {
+                Verdict::Other => {}
+                Verdict::Keep => summary.kept += 1,
+                Verdict::Delete => {
+                    if !recent.first_sighting(entry.id) {
+                        return;
+                    }
+                    summary.matched += 1;
+                    match deleter.as_deref_mut() {
+                        None if summary.matched <= DRY_RUN_LISTED => {
+                            tracing::info!(entry = %entry, "would delete")
+                        }
+                        None => {}
+                        Some(d) if failure.is_none() => {
+                            if let Err(e) = d.push(&entry) {
+                                failure = Some(e);
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        })
+        .map_err(|e| Error::kernel("dump conntrack entries", e))?;
+    if let Some(e) = failure {
+        return Err(Error::kernel("delete conntrack entries", e));
+    }
+    if summary.dry_run && summary.matched > DRY_RUN_LISTED {
+        tracing::info!(
+            unlisted = summary.matched - DRY_RUN_LISTED,
+            "more entries would be deleted than listed"
+        );
+    }
+    if outcome.undecodable > 0 {
+        tracing::warn!(
+            count = outcome.undecodable,
+            "entries whose attributes could not be decoded were skipped"
+        );
+    }
+    if outcome.messages > 0 && !outcome.kernel_filtered {
+        tracing::debug!(%slice.family, "the kernel ignored the dump filter (before 5.8): filtered here instead");
+    }
+    Ok(())
+}
+
+/// Deletes the slice inside the kernel and returns how many entries went,
+/// read from the table size since the kernel answers with a bare ACK.
+fn filtered_flush(control: &mut CtSocket, slice: &Slice) -> io::Result<u64> {
+    let before = control.table_size()?;
+    control.acknowledged(request::filtered_flush(slice))?;
+    let after = control.table_size()?;
+    Ok(u64::from(before.saturating_sub(after)))
+}
+
+/// IDs of the latest matches, in two generations so that memory stays
+/// bounded however many entries match.
+#[derive(Default)]
+struct Recent {
+    current: HashSet<u32>,
+    previous: HashSet<u32>,
+}
+
+impl Recent {
+    const WINDOW: usize = 4096;
+
+    fn first_sighting(&mut self, id: Option<u32>) -> bool {
+        let Some(id) = id else { return true };
+        if self.current.contains(&id) || self.previous.contains(&id) {
+            return false;
+        }
+        if self.current.len() == Self::WINDOW {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(id);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recent;
+
+    #[test]
+    fn recent_forgets_only_beyond_its_window() {
+        let mut r = Recent::default();
+        assert!(r.first_sighting(Some(1)));
+        assert!(!r.first_sighting(Some(1)));
+        assert!(r.first_sighting(None) && r.first_sighting(None));
+        for id in 2..=(2 * Recent::WINDOW as u32 + 1) {
+            assert!(r.first_sighting(Some(id)));
+        }
+        assert!(r.first_sighting(Some(1)), "remembered memory stays bounded");
+        assert!(!r.first_sighting(Some(2 * Recent::WINDOW as u32 + 1)));
+    }
+}

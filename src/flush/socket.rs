@@ -1,0 +1,301 @@
+//! One ctnetlink socket: requests out, dump entries and errors in.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkHeader, NetlinkPayload, Nla, Parseable, NLM_F_DUMP_FILTERED,
+};
+use netlink_packet_netfilter::conntrack::ConntrackMessage;
+use netlink_packet_netfilter::{NetfilterMessageInner, NetfilterProtoFamily};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
+use super::request::{self, Message, CTA_STATS_GLOBAL_ENTRIES};
+use super::tuple::{Entry, Family};
+
+/// Dump messages grow to about 32 KiB; a smaller read truncates them and the
+/// dump silently ends early (ctnetlink.md).
+const RECV_BUFFER: usize = 64 * 1024;
+/// The kernel always answers; this only bounds a wedged kernel or a bug.
+const RECV_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct CtSocket {
+    socket: Socket,
+    sequence: u32,
+    buf: Vec<u8>,
+}
+
+/// What a dump told us besides its entries.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DumpOutcome {
+    /// Messages carried `NLM_F_DUMP_FILTERED`: the kernel applied our filter.
+    pub kernel_filtered: bool,
+    pub messages: u64,
+    /// Entries whose attributes could not be decoded.
+    pub undecodable: u64,
+}
+
+impl CtSocket {
+    pub fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        set_option(&socket, libc::SOL_SOCKET, libc::SO_RCVTIMEO, timeval(RECV_TIMEOUT))?;
+        Ok(Self { socket, sequence: 0, buf: vec![0; RECV_BUFFER] })
+    }
+
+    /// Raises the kernel's buffers (forcing past the sysctl caps, which needs
+    /// CAP_NET_ADMIN, falling back to the capped call) and returns what the
+    /// kernel granted, which it reports doubled.
+    pub fn grow_buffers(&self, send: usize, recv: usize) -> (usize, usize) {
+        for (force, plain, size) in
+            [(libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, send), (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, recv)]
+        {
+            let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+            if set_option(&self.socket, libc::SOL_SOCKET, force, size).is_err() {
+                let _ = set_option(&self.socket, libc::SOL_SOCKET, plain, size);
+            }
+        }
+        let granted = |opt| get_int(&self.socket, libc::SOL_SOCKET, opt).unwrap_or(0);
+        (granted(libc::SO_SNDBUF), granted(libc::SO_RCVBUF))
+    }
+
+    /// Error answers carry only the failed request's header, not all of it.
+    pub fn cap_acks(&self) -> io::Result<()> {
+        self.socket.set_cap_ack(true)
+    }
+
+    pub fn next_sequence(&mut self) -> u32 {
+        self.sequence = self.sequence.wrapping_add(1);
+        self.sequence
+    }
+
+    pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        let sent = self.socket.send(bytes, 0)?;
+        if sent != bytes.len() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short netlink send"));
+        }
+        Ok(())
+    }
+
+    fn request(&mut self, mut msg: Message) -> io::Result<u32> {
+        let sequence = self.next_sequence();
+        let mut bytes = Vec::with_capacity(msg.buffer_len());
+        request::emit_into(&mut msg, sequence, &mut bytes);
+        self.send(&bytes)?;
+        Ok(sequence)
+    }
+
+    /// Reads one datagram; refuses a truncated one rather than lose entries.
+    fn receive(&mut self, flags: libc::c_int) -> io::Result<usize> {
+        let len = self.socket.recv(&mut &mut self.buf[..], flags | libc::MSG_TRUNC)?;
+        if len > self.buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("netlink message of {len} bytes exceeds the {} byte receive buffer", self.buf.len()),
+            ));
+        }
+        Ok(len)
+    }
+
+    /// Sends a dump request and hands every entry to `each`, streaming: only
+    /// one receive buffer is held, whatever the size of the table.
+    pub fn dump(&mut self, msg: Message, mut each: impl FnMut(Entry)) -> io::Result<DumpOutcome> {
+        let sequence = self.request(msg)?;
+        let mut outcome = DumpOutcome::default();
+        loop {
+            let len = self.receive(0)?;
+            for item in messages(&self.buf[..len]) {
+                let (header, payload) = item?;
+                if header.sequence_number != sequence {
+                    continue;
+                }
+                match payload {
+                    Payload::Done => return Ok(outcome),
+                    Payload::Error(code) => return Err(io::Error::from_raw_os_error(code)),
+                    Payload::Ack => {}
+                    Payload::Conntrack(family, message) => {
+                        outcome.messages += 1;
+                        outcome.kernel_filtered |= header.flags & NLM_F_DUMP_FILTERED != 0;
+                        match (family, message) {
+                            (Some(family), Some(ConntrackMessage::New(attributes))) => {
+                                if let Some(entry) = Entry::from_attributes(family, &attributes) {
+                                    each(entry);
+                                }
+                            }
+                            (_, None) => outcome.undecodable += 1,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a request with `NLM_F_ACK` and waits for its answer.
+    pub fn acknowledged(&mut self, msg: Message) -> io::Result<()> {
+        let sequence = self.request(msg)?;
+        loop {
+            let len = self.receive(0)?;
+            for item in messages(&self.buf[..len]) {
+                let (header, payload) = item?;
+                match payload {
+                    _ if header.sequence_number != sequence => {}
+                    Payload::Ack | Payload::Done => return Ok(()),
+                    Payload::Error(code) => return Err(io::Error::from_raw_os_error(code)),
+                    Payload::Conntrack(..) => {}
+                }
+            }
+        }
+    }
+
+    /// Number of entries in this network namespace's table.
+    pub fn table_size(&mut self) -> io::Result<u32> {
+        let sequence = self.request(request::table_size())?;
+        loop {
+            let len = self.receive(0)?;
+            for item in messages(&self.buf[..len]) {
+                let (header, payload) = item?;
+                if header.sequence_number != sequence {
+                    continue;
+                }
+                match payload {
+                    Payload::Error(code) => return Err(io::Error::from_raw_os_error(code)),
+                    Payload::Conntrack(_, Some(ConntrackMessage::Other { attributes, .. })) => {
+                        let entries = attributes.iter().find(|nla| nla.kind() == CTA_STATS_GLOBAL_ENTRIES);
+                        if let Some(count) = entries.and_then(super::tuple::value::<4>) {
+                            return Ok(u32::from_be_bytes(count));
+                        }
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "table statistics without an entry count",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Collects the error answers already queued, without waiting. The kernel
+    /// handles a batch inside `send`, so by then every answer is queued.
+    pub fn drain_errors(&mut self, mut each: impl FnMut(i32)) -> io::Result<()> {
+        loop {
+            let len = match self.receive(libc::MSG_DONTWAIT) {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for item in messages(&self.buf[..len]) {
+                if let (_, Payload::Error(code)) = item? {
+                    each(code);
+                }
+            }
+        }
+    }
+}
+
+enum Payload {
+    Done,
+    Ack,
+    /// A positive errno.
+    Error(i32),
+    /// A ctnetlink message of a family we know; the message is `None` when
+    /// its attributes did not decode.
+    Conntrack(Option<Family>, Option<ConntrackMessage>),
+}
+
+/// Splits a datagram into netlink messages and decodes each.
+fn messages(mut buf: &[u8]) -> impl Iterator<Item = io::Result<(NetlinkHeader, Payload)>> + '_ {
+    std::iter::from_fn(move || {
+        if buf.is_empty() {
+            return None;
+        }
+        let len = match NetlinkBuffer::new_checked(buf) {
+            Ok(b) => (b.length() as usize).max(16),
+            Err(e) => {
+                buf = &[];
+                return Some(Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())));
+            }
+        };
+        let aligned = len.next_multiple_of(4).min(buf.len());
+        let (one, rest) = buf.split_at(aligned);
+        buf = rest;
+        Some(decode(one))
+    })
+}
+
+fn decode(bytes: &[u8]) -> io::Result<(NetlinkHeader, Payload)> {
+    let header = header_of(bytes)?;
+    let payload = match Message::deserialize(bytes) {
+        Ok(msg) => match msg.payload {
+            NetlinkPayload::Done(_) => Payload::Done,
+            NetlinkPayload::Error(e) => match e.code {
+                None => Payload::Ack,
+                Some(code) => Payload::Error(-code.get()),
+            },
+            NetlinkPayload::InnerMessage(nf) => match nf.inner {
+                NetfilterMessageInner::Conntrack(ct) => {
+                    Payload::Conntrack(family_of(nf.header.family), Some(ct))
+                }
+                _ => Payload::Ack,
+            },
+            _ => Payload::Ack,
+        },
+        // One entry with an attribute the crate cannot read must not end the
+        // dump: report it and go on.
+        Err(_) => Payload::Conntrack(None, None),
+    };
+    Ok((header, payload))
+}
+
+fn header_of(bytes: &[u8]) -> io::Result<NetlinkHeader> {
+    let buf = NetlinkBuffer::new_checked(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    NetlinkHeader::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+fn family_of(family: NetfilterProtoFamily) -> Option<Family> {
+    match family {
+        NetfilterProtoFamily::IPv4 => Some(Family::V4),
+        NetfilterProtoFamily::IPv6 => Some(Family::V6),
+        _ => None,
+    }
+}
+
+fn timeval(d: Duration) -> libc::timeval {
+    libc::timeval { tv_sec: d.as_secs() as libc::time_t, tv_usec: d.subsec_micros() as libc::suseconds_t }
+}
+
+fn set_option<T>(socket: &Socket, level: libc::c_int, name: libc::c_int, value: T) -> io::Result<()> {
+    // SAFETY: `value` lives across the call and its size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            &value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn get_int(socket: &Socket, level: libc::c_int, name: libc::c_int) -> io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for the kernel to write.
+    let rc = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), level, name, &mut value as *mut _ as *mut libc::c_void, &mut len)
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(usize::try_from(value).unwrap_or(0))
+    }
+}

@@ -1,0 +1,102 @@
+//! The one summary a run prints, and its copy in the termination message,
+//! where a spawner (or `kubectl describe pod`) reads it back.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Kubernetes' default `terminationMessagePath`.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub dry_run: bool,
+    /// Entries the kernel returned to us after its own filter.
+    pub scanned: u64,
+    /// Entries that matched the selection and were not kept.
+    pub matched: u64,
+    pub deleted: u64,
+    /// Matched, but expired or deleted by someone else before our delete.
+    pub already_gone: u64,
+    /// Matched, but their reply comes from a `KEEP_DNAT_TO` address.
+    pub kept: u64,
+    pub failed: u64,
+    /// Deleted inside the kernel by filtered flushes (counted by table size).
+    pub kernel_flushed: u64,
+    pub elapsed_seconds: f64,
+}
+
+impl Summary {
+    pub fn set_elapsed(&mut self, elapsed: Duration) {
+        self.elapsed_seconds = (elapsed.as_secs_f64() * 1e6).round() / 1e6;
+    }
+
+    pub fn log(&self) {
+        let verb = if self.dry_run { "dry run: nothing deleted" } else { "flush done" };
+        tracing::info!(
+            dry_run = self.dry_run,
+            scanned = self.scanned,
+            matched = self.matched,
+            deleted = self.deleted,
+            already_gone = self.already_gone,
+            kept = self.kept,
+            failed = self.failed,
+            kernel_flushed = self.kernel_flushed,
+            elapsed_seconds = self.elapsed_seconds,
+            "{verb}"
+        );
+    }
+
+    /// The termination message: one JSON object, far below the kubelet's
+    /// 4096-byte limit.
+    pub fn termination_message(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Writes the termination message if the file exists (it does in a
+    /// Kubernetes container); never creates it elsewhere.
+    pub fn write_termination_message(&self, path: &Path) -> io::Result<bool> {
+        match OpenOptions::new().write(true).truncate(true).open(path) {
+            Ok(mut f) => f.write_all(self.termination_message().as_bytes()).map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Summary {
+        let mut s =
+            Summary { scanned: 10, matched: 4, deleted: 3, already_gone: 1, kept: 2, ..Summary::default() };
+        s.set_elapsed(Duration::from_micros(34_567));
+        s
+    }
+
+    #[test]
+    fn termination_message_round_trips() {
+        let s = sample();
+        let text = s.termination_message();
+        assert!(text.contains("\"deleted\":3") && text.contains("\"elapsed_seconds\":0.034567"), "{text}");
+        assert_eq!(serde_json::from_str::<Summary>(&text).unwrap(), s);
+    }
+
+    #[test]
+    fn termination_message_written_only_where_the_file_exists() {
+        let dir = std::env::temp_dir().join(format!("fct-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("termination-log");
+        assert!(!sample().write_termination_message(&path).unwrap());
+        assert!(!path.exists(), "must not create the file");
+        std::fs::write(&path, "stale content that is longer than the summary will ever be ....................................................................................................................................................................................................").unwrap();
+        assert!(sample().write_termination_message(&path).unwrap());
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(serde_json::from_str::<Summary>(&written).unwrap(), sample());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
