@@ -77,7 +77,9 @@ impl Deleter {
         Ok(())
     }
 
-    fn send(&mut self) -> io::Result<()> {
+    /// Sends the batch now, so that its deletes are counted before anything
+    /// else changes the table.
+    pub fn send(&mut self) -> io::Result<()> {
         if self.pending == 0 {
             return Ok(());
         }

@@ -9,6 +9,7 @@ pub mod tuple;
 
 use std::collections::HashSet;
 use std::io;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use crate::error::Error;
@@ -20,10 +21,16 @@ use socket::CtSocket;
 /// A dry run lists at most this many entries; the summary counts them all.
 const DRY_RUN_LISTED: u64 = 1000;
 
+/// Past this many matches in one slice, a filtered flush (one request, done
+/// in the kernel) beats deleting entry by entry, and the table-size count it
+/// relies on is large enough that churn on a live node does not matter.
+const KERNEL_FLUSH_AFTER: u64 = 8192;
+
 pub fn run(selection: &Selection, dry_run: bool) -> Result<Summary, Error> {
     let started = Instant::now();
     let mut summary = Summary { dry_run, ..Summary::default() };
-    let mut control = CtSocket::open().map_err(|e| Error::kernel("open a conntrack netlink socket", e))?;
+    let open = || CtSocket::open().map_err(|e| Error::kernel("open a conntrack netlink socket", e));
+    let mut control = open()?;
     // A second socket for deletes, so that the dump streams while we delete.
     let mut deleter = match dry_run {
         true => None,
@@ -32,22 +39,30 @@ pub fn run(selection: &Selection, dry_run: bool) -> Result<Summary, Error> {
     let mut kernel_flush = !dry_run && selection.keep.is_empty();
 
     for slice in selection.slices() {
-        if kernel_flush && slice.exact {
-            match filtered_flush(&mut control, &slice) {
-                Ok(deleted) => {
-                    summary.kernel_flushed += deleted;
-                    summary.matched += deleted;
-                    summary.deleted += deleted;
-                    continue;
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
-                    tracing::debug!(error = %e, "kernel has no filtered flush (before 6.12): dump and delete instead");
-                    kernel_flush = false;
-                }
-                Err(e) => return Err(Error::kernel("flush conntrack entries", e)),
-            }
+        let switch_after = (kernel_flush && slice.exact).then_some(KERNEL_FLUSH_AFTER);
+        let stopped =
+            dump_and_delete(&mut control, deleter.as_mut(), selection, &slice, &mut summary, switch_after)?;
+        if !stopped {
+            continue;
         }
-        dump_and_delete(&mut control, deleter.as_mut(), selection, &slice, &mut summary)?;
+        // The abandoned dump dies with its socket.
+        control = open()?;
+        if let Some(d) = deleter.as_mut() {
+            d.send().map_err(|e| Error::kernel("delete conntrack entries", e))?;
+        }
+        match filtered_flush(&mut control, &slice) {
+            Ok(deleted) => {
+                summary.kernel_flushed += deleted;
+                summary.matched += deleted;
+                summary.deleted += deleted;
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                tracing::debug!(error = %e, "kernel has no filtered flush (before 6.12): deleting entry by entry");
+                kernel_flush = false;
+                dump_and_delete(&mut control, deleter.as_mut(), selection, &slice, &mut summary, None)?;
+            }
+            Err(e) => return Err(Error::kernel("flush conntrack entries", e)),
+        }
     }
 
     if let Some(deleter) = deleter {
@@ -64,56 +79,64 @@ pub fn run(selection: &Selection, dry_run: bool) -> Result<Summary, Error> {
             });
         }
     }
+    if dry_run && summary.matched > DRY_RUN_LISTED {
+        tracing::info!(
+            unlisted = summary.matched - DRY_RUN_LISTED,
+            "more entries would be deleted than listed"
+        );
+    }
     summary.set_elapsed(started.elapsed());
     Ok(summary)
 }
 
+/// Dumps one slice and deletes its stale entries as they stream in. With
+/// `stop_after`, returns `true` as soon as that many entries matched in this
+/// slice, leaving the rest of the dump unread.
 fn dump_and_delete(
     control: &mut CtSocket,
     mut deleter: Option<&mut Deleter>,
     selection: &Selection,
     slice: &Slice,
     summary: &mut Summary,
-) -> Result<(), Error> {
+    stop_after: Option<u64>,
+) -> Result<bool, Error> {
     // A dump may return an entry twice when it resumes a hash bucket; the
     // repeat follows closely, so remembering the latest matches suffices.
     let mut recent = Recent::default();
     let mut failure: Option<io::Error> = None;
+    let mut matched_here = 0u64;
     let outcome = control
         .dump(request::dump(slice), |entry| {
             summary.scanned += 1;
             match selection.verdict(&entry) {
                 Verdict::Other => {}
                 Verdict::Keep => summary.kept += 1,
-                Verdict::Delete => {
-                    if !recent.first_sighting(entry.id) {
-                        return;
-                    }
+                Verdict::Delete if recent.first_sighting(entry.id) => {
                     summary.matched += 1;
+                    matched_here += 1;
                     match deleter.as_deref_mut() {
                         None if summary.matched <= DRY_RUN_LISTED => {
                             tracing::info!(entry = %entry, "would delete")
                         }
                         None => {}
-                        Some(d) if failure.is_none() => {
+                        Some(d) => {
                             if let Err(e) = d.push(&entry) {
                                 failure = Some(e);
+                                return ControlFlow::Break(());
                             }
                         }
-                        Some(_) => {}
+                    }
+                    if stop_after.is_some_and(|n| matched_here >= n) {
+                        return ControlFlow::Break(());
                     }
                 }
+                Verdict::Delete => {}
             }
+            ControlFlow::Continue(())
         })
         .map_err(|e| Error::kernel("dump conntrack entries", e))?;
     if let Some(e) = failure {
         return Err(Error::kernel("delete conntrack entries", e));
-    }
-    if summary.dry_run && summary.matched > DRY_RUN_LISTED {
-        tracing::info!(
-            unlisted = summary.matched - DRY_RUN_LISTED,
-            "more entries would be deleted than listed"
-        );
     }
     if outcome.undecodable > 0 {
         tracing::warn!(
@@ -124,7 +147,7 @@ fn dump_and_delete(
     if outcome.messages > 0 && !outcome.kernel_filtered {
         tracing::debug!(%slice.family, "the kernel ignored the dump filter (before 5.8): filtered here instead");
     }
-    Ok(())
+    Ok(outcome.stopped)
 }
 
 /// Deletes the slice inside the kernel and returns how many entries went,

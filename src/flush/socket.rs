@@ -1,6 +1,7 @@
 //! One ctnetlink socket: requests out, dump entries and errors in.
 
 use std::io;
+use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ pub struct DumpOutcome {
     pub messages: u64,
     /// Entries whose attributes could not be decoded.
     pub undecodable: u64,
+    /// The caller stopped the dump; the socket still holds the rest of it
+    /// and must be dropped.
+    pub stopped: bool,
 }
 
 impl CtSocket {
@@ -100,8 +104,13 @@ impl CtSocket {
     }
 
     /// Sends a dump request and hands every entry to `each`, streaming: only
-    /// one receive buffer is held, whatever the size of the table.
-    pub fn dump(&mut self, msg: Message, mut each: impl FnMut(Entry)) -> io::Result<DumpOutcome> {
+    /// one receive buffer is held, whatever the size of the table. `each`
+    /// may stop the dump, after which this socket is of no further use.
+    pub fn dump(
+        &mut self,
+        msg: Message,
+        mut each: impl FnMut(Entry) -> ControlFlow<()>,
+    ) -> io::Result<DumpOutcome> {
         let sequence = self.request(msg)?;
         let mut outcome = DumpOutcome::default();
         loop {
@@ -120,8 +129,12 @@ impl CtSocket {
                         outcome.kernel_filtered |= header.flags & NLM_F_DUMP_FILTERED != 0;
                         match (family, message) {
                             (Some(family), Some(ConntrackMessage::New(attributes))) => {
-                                if let Some(entry) = Entry::from_attributes(family, &attributes) {
-                                    each(entry);
+                                let Some(entry) = Entry::from_attributes(family, &attributes) else {
+                                    continue;
+                                };
+                                if each(entry).is_break() {
+                                    outcome.stopped = true;
+                                    return Ok(outcome);
                                 }
                             }
                             (_, None) => outcome.undecodable += 1,

@@ -1,0 +1,278 @@
+//! The flush against the real kernel, each test in fresh network namespaces
+//! of its own (never the host's table), checked with conntrack-tools.
+
+use std::collections::BTreeSet;
+use std::process::Output;
+
+use serde_json::Value;
+use testbed::netns::Netns;
+use testbed::table::{self, Flow};
+use testbed::{require, tool};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");
+const TOOLS: &[&str] = &["ip", "conntrack"];
+
+fn keys(flows: &[Flow]) -> BTreeSet<(String, std::net::IpAddr, u16, std::net::IpAddr, u16, u16)> {
+    flows.iter().map(Flow::key).collect()
+}
+
+fn table_keys(ns: &Netns) -> BTreeSet<(String, std::net::IpAddr, u16, std::net::IpAddr, u16, u16)> {
+    table::list(ns).iter().map(|l| l.flow.key()).collect()
+}
+
+fn flush(ns: &Netns, env: &[(&str, &str)]) -> Output {
+    let mut env = env.to_vec();
+    env.push(("LOG_FORMAT", "json"));
+    tool::run(BIN, ns, &env, tool::Options::default())
+}
+
+/// The summary line of a JSON-logging run.
+fn summary(out: &Output) -> Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("scanned").is_some())
+        .unwrap_or_else(|| panic!("no summary in:\n{stderr}"))
+}
+
+fn counts(s: &Value) -> [u64; 5] {
+    ["matched", "deleted", "already_gone", "kept", "failed"].map(|k| s[k].as_u64().unwrap_or(u64::MAX))
+}
+
+/// Entries of every kind the selection must tell apart.
+struct Mixed {
+    delete: Vec<Flow>,
+    stay: Vec<Flow>,
+}
+
+fn mixed() -> Mixed {
+    Mixed {
+        delete: vec![
+            // stale: translated to the old pod
+            Flow::udp("192.0.2.2", 40000, "192.0.2.1", 8125, "198.51.100.5"),
+            // created while no pod existed: never translated
+            Flow::udp("192.0.2.4", 40002, "192.0.2.1", 8125, "192.0.2.1"),
+            // in a port range
+            Flow::udp("192.0.2.2", 40006, "192.0.2.1", 8050, "198.51.100.5"),
+            // in another conntrack zone
+            Flow::udp("192.0.2.5", 40007, "192.0.2.1", 8125, "198.51.100.5").in_zone(7),
+            // IPv6, stale
+            Flow::udp("2001:db8::2", 40000, "2001:db8::1", 8125, "2001:db8:1::5"),
+        ],
+        stay: vec![
+            // kept: already reaches the live pod
+            Flow::udp("192.0.2.3", 40001, "192.0.2.1", 8125, "198.51.100.6"),
+            Flow::udp("2001:db8::3", 40002, "2001:db8::1", 8125, "2001:db8:1::6"),
+            // other port, just outside the range, other address, other protocol
+            Flow::udp("192.0.2.2", 40003, "192.0.2.1", 9999, "198.51.100.5"),
+            Flow::udp("192.0.2.2", 40008, "192.0.2.1", 8101, "198.51.100.5"),
+            Flow::udp("192.0.2.2", 40004, "192.0.2.9", 8125, "198.51.100.5"),
+            Flow::tcp("192.0.2.2", 40005, "192.0.2.1", 8125, "198.51.100.5"),
+            // IPv6 to another address: the kernel's inverted IPv6 address
+            // filter would return exactly this one
+            Flow::udp("2001:db8::2", 40001, "2001:db8::9", 8125, "2001:db8:1::5"),
+        ],
+    }
+}
+
+fn filled(purpose: &str, m: &Mixed) -> Netns {
+    let ns = Netns::new(purpose);
+    for f in m.delete.iter().chain(&m.stay) {
+        f.insert_with_conntrack(&ns);
+    }
+    assert_eq!(table::list(&ns).len(), m.delete.len() + m.stay.len());
+    ns
+}
+
+const MIXED_ENV: &[(&str, &str)] = &[
+    ("MODE", "flush"),
+    ("TARGET_IP", "192.0.2.1,2001:db8::1"),
+    ("TARGET_PORT", "8125,8000-8100"),
+    ("KEEP_DNAT_TO", "198.51.100.6,2001:db8:1::6"),
+];
+
+#[test]
+fn deletes_exactly_the_stale_entries_of_a_mixed_table() {
+    if !require::kernel_test("deletes_exactly_the_stale_entries_of_a_mixed_table", TOOLS) {
+        return;
+    }
+    let m = mixed();
+    let ns = filled("mixed", &m);
+    let out = flush(&ns, MIXED_ENV);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(table_keys(&ns), keys(&m.stay));
+    assert_eq!(counts(&summary(&out)), [5, 5, 0, 2, 0]);
+}
+
+#[test]
+fn without_keep_the_kernel_filtered_flush_deletes_the_same_set() {
+    if !require::kernel_test("without_keep_the_kernel_filtered_flush_deletes_the_same_set", TOOLS) {
+        return;
+    }
+    let m = mixed();
+    let ns = filled("nokeep", &m);
+    let env = [("MODE", "flush"), ("TARGET_IP", "192.0.2.1"), ("TARGET_PORT", "8125")];
+    let out = flush(&ns, &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected: Vec<Flow> = m
+        .delete
+        .iter()
+        .chain(&m.stay)
+        .filter(|f| !(f.protocol == "udp" && f.dst.to_string() == "192.0.2.1" && f.dport == 8125))
+        .cloned()
+        .collect();
+    assert_eq!(table_keys(&ns), keys(&expected));
+    let s = summary(&out);
+    assert_eq!(s["deleted"], 4, "{s}");
+}
+
+#[test]
+fn dry_run_lists_and_deletes_nothing() {
+    if !require::kernel_test("dry_run_lists_and_deletes_nothing", TOOLS) {
+        return;
+    }
+    let m = mixed();
+    let ns = filled("dry", &m);
+    let before = table::list(&ns);
+    let mut env = MIXED_ENV.to_vec();
+    env.push(("DRY_RUN", "true"));
+    let out = flush(&ns, &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(table::list(&ns), before, "same entries, same IDs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("would delete").count(), 5, "{stderr}");
+    assert!(stderr.contains("192.0.2.4:40002 -> 192.0.2.1:8125 (not translated)"), "{stderr}");
+    assert_eq!(counts(&summary(&out)), [5, 0, 0, 2, 0]);
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_the_variable_and_touches_nothing() {
+    if !require::kernel_test("bad_configuration_exits_2_naming_the_variable_and_touches_nothing", TOOLS) {
+        return;
+    }
+    let m = mixed();
+    let ns = filled("badcfg", &m);
+    let before = table::list(&ns);
+    for (bad, needle) in [
+        (vec![("MODE", "flush")], "neither TARGET_IP nor TARGET_PORT"),
+        (vec![("MODE", "flush"), ("TARGET_PORT", "0")], "TARGET_PORT=\"0\""),
+        (vec![("MODE", "flush"), ("TARGET_PORT", "70000")], "TARGET_PORT=\"70000\""),
+        (vec![("MODE", "flush"), ("TARGET_PORT", "8100-8000")], "inverted"),
+        (vec![("MODE", "flush"), ("TARGET_IP", "192.0.2.300")], "TARGET_IP=\"192.0.2.300\""),
+        (vec![("MODE", "flush"), ("TARGET_PORT", "8125"), ("TARGET_PROTOCOL", "icmp")], "TARGET_PROTOCOL"),
+        (vec![("MODE", "flush"), ("TARGET_PORT", "8125"), ("KEEP_DNAT_TO", "new-pod")], "KEEP_DNAT_TO"),
+        (vec![("MODE", "nuke"), ("TARGET_PORT", "8125")], "MODE=\"nuke\""),
+        (vec![("MODE", "flush"), ("TARGET_PORT", "8125"), ("DRY_RUN", "sure")], "DRY_RUN"),
+        (vec![("MODE", "spawn"), ("TARGET_PORT", "8125")], "not built yet"),
+    ] {
+        let out = tool::run(BIN, &ns, &bad, tool::Options::default());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {stderr}");
+        assert!(stderr.contains(needle), "{bad:?}: {stderr}");
+        assert_eq!(table::list(&ns), before, "{bad:?} touched the table");
+    }
+}
+
+#[test]
+fn without_net_admin_exits_3_with_advice_and_touches_nothing() {
+    if !require::kernel_test("without_net_admin_exits_3_with_advice_and_touches_nothing", TOOLS) {
+        return;
+    }
+    let m = mixed();
+    let ns = filled("nocap", &m);
+    let before = table::list(&ns);
+    for env in [MIXED_ENV.to_vec(), vec![("MODE", "flush"), ("TARGET_PORT", "8125")]] {
+        let options = tool::Options { without_net_admin: true, ..Default::default() };
+        let out = tool::run(BIN, &ns, &env, options);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("CAP_NET_ADMIN") && stderr.contains("hostNetwork"), "{stderr}");
+        assert_eq!(table::list(&ns), before);
+    }
+}
+
+#[test]
+fn writes_the_summary_to_the_termination_log() {
+    if !require::kernel_test("writes_the_summary_to_the_termination_log", TOOLS) {
+        return;
+    }
+    let m = mixed();
+    let ns = filled("termlog", &m);
+    let dev = std::env::temp_dir().join(format!("fct-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::write(dev.join("termination-log"), "").unwrap();
+    let options = tool::Options { dev: Some(&dev), ..Default::default() };
+    let out = tool::run(BIN, &ns, MIXED_ENV, options);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let message = std::fs::read_to_string(dev.join("termination-log")).unwrap();
+    let s: Value = serde_json::from_str(&message).unwrap_or_else(|e| panic!("{e}: {message}"));
+    assert_eq!(counts(&s), [5, 5, 0, 2, 0]);
+    assert!(s["elapsed_seconds"].as_f64().is_some_and(|t| t > 0.0), "{s}");
+    std::fs::remove_dir_all(&dev).unwrap();
+}
+
+#[test]
+fn two_flushers_at_once_both_succeed_and_leave_nothing_stale() {
+    if !require::kernel_test("two_flushers_at_once_both_succeed_and_leave_nothing_stale", TOOLS) {
+        return;
+    }
+    const STALE: usize = 20_000;
+    const KEPT: usize = 2_000;
+    for (purpose, keep) in [("race-dump", true), ("race-kernel", false)] {
+        let ns = Netns::new(purpose);
+        let mut flows = table::udp_flows(STALE, "192.0.2.1", 8125, "198.51.100.5", 0);
+        flows.extend(table::udp_flows(KEPT, "192.0.2.1", 8125, "198.51.100.6", STALE));
+        assert_eq!(table::insert(&ns, &flows), 0);
+        assert_eq!(table::count(&ns), STALE + KEPT);
+        let mut env = vec![
+            ("MODE", "flush"),
+            ("TARGET_IP", "192.0.2.1"),
+            ("TARGET_PORT", "8125"),
+            ("LOG_FORMAT", "json"),
+        ];
+        if keep {
+            env.push(("KEEP_DNAT_TO", "198.51.100.6"));
+        }
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                tool::command(BIN, &ns, &env, tool::Options::default())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        for out in &outs {
+            assert!(out.status.success(), "{purpose}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let left = table::count(&ns);
+        if keep {
+            assert_eq!(left, KEPT, "{purpose}: only the kept entries remain");
+            let deleted: u64 = outs.iter().map(|o| summary(o)["deleted"].as_u64().unwrap()).sum();
+            let gone: u64 = outs.iter().map(|o| summary(o)["already_gone"].as_u64().unwrap()).sum();
+            assert_eq!(deleted, STALE as u64, "{purpose}: every entry deleted exactly once");
+            assert!(gone <= STALE as u64);
+        } else {
+            assert_eq!(left, 0, "{purpose}");
+        }
+    }
+}
+
+#[test]
+fn many_matches_switch_to_the_kernel_filtered_flush_with_exact_counts() {
+    if !require::kernel_test("many_matches_switch_to_the_kernel_filtered_flush_with_exact_counts", TOOLS) {
+        return;
+    }
+    let ns = Netns::new("switch");
+    let mut flows = table::udp_flows(20_000, "192.0.2.1", 8125, "198.51.100.5", 0);
+    flows.extend(table::udp_flows(500, "192.0.2.1", 8126, "198.51.100.5", 20_000));
+    assert_eq!(table::insert(&ns, &flows), 0);
+    let out = flush(&ns, &[("MODE", "flush"), ("TARGET_IP", "192.0.2.1"), ("TARGET_PORT", "8125")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(table::count(&ns), 500, "only the other port remains");
+    let s = summary(&out);
+    assert_eq!(counts(&s), [20_000, 20_000, 0, 0, 0], "{s}");
+    let flushed = s["kernel_flushed"].as_u64().unwrap();
+    assert!(flushed > 0 && flushed < 20_000, "part by entry, the rest in the kernel: {s}");
+}
