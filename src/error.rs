@@ -49,6 +49,16 @@ impl Error {
         }
     }
 
+    /// A refused dump request. Our dump requests are well formed and kernels
+    /// before 5.8 ignore the filter, so EINVAL or EOPNOTSUPP here means that
+    /// nfnetlink found no conntrack subsystem to hand the request to.
+    pub fn dump(source: io::Error) -> Self {
+        match source.raw_os_error() {
+            Some(libc::EINVAL | libc::EOPNOTSUPP) => Error::NoCtnetlink { source },
+            _ => Error::kernel("dump conntrack entries", source),
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::NotBuilt(_) => EXIT_CONFIG,
@@ -72,6 +82,9 @@ mod tests {
         assert!(e.to_string().contains("nf_conntrack_netlink"));
         let e = Error::kernel("dump", io::Error::from_raw_os_error(libc::EINVAL));
         assert!(matches!(e, Error::Kernel { .. }));
+        let e = Error::dump(io::Error::from_raw_os_error(libc::EINVAL));
+        assert!(e.to_string().contains("modprobe nf_conntrack_netlink"), "{e}");
+        assert_eq!(Error::dump(io::Error::from_raw_os_error(libc::EPERM)).exit_code(), EXIT_PRIVILEGE);
     }
 
     #[test]

@@ -17,7 +17,8 @@ use report::Summary;
 pub fn run(settings: &Settings) -> Result<Summary, Error> {
     match settings.mode {
         Mode::Flush => {
-            let summary = flush::run(&settings.selection, settings.dry_run)?;
+            let options = flush::Options { dry_run: settings.dry_run, kernel_flush: settings.kernel_flush };
+            let summary = flush::run(&settings.selection, options)?;
             summary.log();
             if let Err(e) = summary.write_termination_message(Path::new(report::TERMINATION_LOG)) {
                 tracing::warn!(error = %e, path = report::TERMINATION_LOG, "could not write the termination message");

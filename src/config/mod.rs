@@ -55,6 +55,8 @@ pub struct Settings {
     pub mode: Mode,
     pub selection: Selection,
     pub dry_run: bool,
+    /// `KERNEL_FLUSH=false` never uses the kernel's filtered flush.
+    pub kernel_flush: bool,
     pub log_format: LogFormat,
     /// `RUST_LOG` as given; parsed by the logging setup, which owns its syntax.
     pub log_filter: String,
@@ -70,17 +72,19 @@ struct RawEnv {
     target_protocol: Option<String>,
     keep_dnat_to: Option<String>,
     dry_run: Option<String>,
+    kernel_flush: Option<String>,
     log_format: Option<String>,
     rust_log: Option<String>,
 }
 
-const OURS: [&str; 8] = [
+const OURS: [&str; 9] = [
     "MODE",
     "TARGET_IP",
     "TARGET_PORT",
     "TARGET_PROTOCOL",
     "KEEP_DNAT_TO",
     "DRY_RUN",
+    "KERNEL_FLUSH",
     "LOG_FORMAT",
     "RUST_LOG",
 ];
@@ -124,6 +128,10 @@ impl Settings {
         };
         let keep = values::ip_list("KEEP_DNAT_TO", &text(&raw.keep_dnat_to))?;
         let dry_run = values::boolean("DRY_RUN", &text(&raw.dry_run))?;
+        let kernel_flush = match raw.kernel_flush.as_deref().map(str::trim) {
+            None | Some("") => true,
+            Some(v) => values::boolean("KERNEL_FLUSH", v)?,
+        };
 
         let targets_modes = matches!(mode, Mode::Flush | Mode::Spawn | Mode::Auto);
         if targets_modes && ips.is_empty() && ports.is_empty() {
@@ -139,6 +147,7 @@ impl Settings {
             mode,
             selection: Selection { protocols, ips, ports, keep },
             dry_run,
+            kernel_flush,
             log_format,
             log_filter: raw.rust_log.unwrap_or_default(),
         })
@@ -171,6 +180,7 @@ mod tests {
         assert_eq!(s.selection.ports, vec![8125..=8125]);
         assert!(s.selection.ips.is_empty() && s.selection.keep.is_empty());
         assert!(!s.dry_run);
+        assert!(s.kernel_flush);
         assert_eq!(s.log_format, LogFormat::Text);
     }
 
@@ -183,6 +193,7 @@ mod tests {
             ("TARGET_PROTOCOL", "udp,tcp"),
             ("KEEP_DNAT_TO", "198.51.100.6"),
             ("DRY_RUN", "true"),
+            ("KERNEL_FLUSH", "false"),
             ("LOG_FORMAT", "json"),
             ("RUST_LOG", "debug"),
             ("UNRELATED", "whatever"),
@@ -193,6 +204,7 @@ mod tests {
         assert_eq!(s.selection.protocols, vec![Protocol::Udp, Protocol::Tcp]);
         assert_eq!(s.selection.keep, vec!["198.51.100.6".parse::<std::net::IpAddr>().unwrap()]);
         assert!(s.dry_run);
+        assert!(!s.kernel_flush);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.log_filter, "debug");
     }
@@ -213,6 +225,7 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("TARGET_PROTOCOL", "icmp"),
             ("DRY_RUN", "perhaps"),
+            ("KERNEL_FLUSH", "often"),
             ("TARGET_IP", "300.1.1.1"),
             ("KEEP_DNAT_TO", "pod-ip"),
             ("TARGET_PORT", "0"),

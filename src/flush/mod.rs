@@ -7,7 +7,6 @@ pub mod selection;
 pub mod socket;
 pub mod tuple;
 
-use std::collections::HashSet;
 use std::io;
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -16,7 +15,7 @@ use crate::error::Error;
 use crate::report::Summary;
 use delete::Deleter;
 use selection::{Selection, Slice, Verdict};
-use socket::CtSocket;
+use socket::{CtSocket, Dumped};
 
 /// A dry run lists at most this many entries; the summary counts them all.
 const DRY_RUN_LISTED: u64 = 1000;
@@ -26,7 +25,16 @@ const DRY_RUN_LISTED: u64 = 1000;
 /// relies on is large enough that churn on a live node does not matter.
 const KERNEL_FLUSH_AFTER: u64 = 8192;
 
-pub fn run(selection: &Selection, dry_run: bool) -> Result<Summary, Error> {
+/// How a flush may go about its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub dry_run: bool,
+    /// May finish large slices with the kernel's filtered flush.
+    pub kernel_flush: bool,
+}
+
+pub fn run(selection: &Selection, options: Options) -> Result<Summary, Error> {
+    let Options { dry_run, kernel_flush } = options;
     let started = Instant::now();
     let mut summary = Summary { dry_run, ..Summary::default() };
     let open = || CtSocket::open().map_err(|e| Error::kernel("open a conntrack netlink socket", e));
@@ -36,7 +44,7 @@ pub fn run(selection: &Selection, dry_run: bool) -> Result<Summary, Error> {
         true => None,
         false => Some(Deleter::open().map_err(|e| Error::kernel("open a conntrack netlink socket", e))?),
     };
-    let mut kernel_flush = !dry_run && selection.keep.is_empty();
+    let mut kernel_flush = kernel_flush && !dry_run && selection.keep.is_empty();
 
     for slice in selection.slices() {
         let switch_after = (kernel_flush && slice.exact).then_some(KERNEL_FLUSH_AFTER);
@@ -90,8 +98,9 @@ pub fn run(selection: &Selection, dry_run: bool) -> Result<Summary, Error> {
 }
 
 /// Dumps one slice and deletes its stale entries as they stream in. With
-/// `stop_after`, returns `true` as soon as that many entries matched in this
-/// slice, leaving the rest of the dump unread.
+/// `stop_after`, returns `true` once that many entries matched in this
+/// slice (checked between reads, after their deletes went out), leaving the
+/// rest of the dump unread.
 fn dump_and_delete(
     control: &mut CtSocket,
     mut deleter: Option<&mut Deleter>,
@@ -100,18 +109,32 @@ fn dump_and_delete(
     summary: &mut Summary,
     stop_after: Option<u64>,
 ) -> Result<bool, Error> {
-    // A dump may return an entry twice when it resumes a hash bucket; the
-    // repeat follows closely, so remembering the latest matches suffices.
-    let mut recent = Recent::default();
+    // A dump resumes a hash bucket from its last unsent entry, and walks the
+    // whole bucket again if that entry went away meanwhile. Sending our
+    // deletes before every read means that no match can come back twice;
+    // only a kept entry can, rarely, be counted again.
     let mut failure: Option<io::Error> = None;
     let mut matched_here = 0u64;
     let outcome = control
-        .dump(request::dump(slice), |entry| {
+        .dump(request::dump(slice), |dumped| {
+            let entry = match dumped {
+                Dumped::Entry(entry) => entry,
+                Dumped::Paused => {
+                    if let Some(Err(e)) = deleter.as_deref_mut().map(Deleter::send) {
+                        failure = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                    if stop_after.is_some_and(|n| matched_here >= n) {
+                        return ControlFlow::Break(());
+                    }
+                    return ControlFlow::Continue(());
+                }
+            };
             summary.scanned += 1;
             match selection.verdict(&entry) {
                 Verdict::Other => {}
                 Verdict::Keep => summary.kept += 1,
-                Verdict::Delete if recent.first_sighting(entry.id) => {
+                Verdict::Delete => {
                     summary.matched += 1;
                     matched_here += 1;
                     match deleter.as_deref_mut() {
@@ -126,15 +149,11 @@ fn dump_and_delete(
                             }
                         }
                     }
-                    if stop_after.is_some_and(|n| matched_here >= n) {
-                        return ControlFlow::Break(());
-                    }
                 }
-                Verdict::Delete => {}
             }
             ControlFlow::Continue(())
         })
-        .map_err(|e| Error::kernel("dump conntrack entries", e))?;
+        .map_err(Error::dump)?;
     if let Some(e) = failure {
         return Err(Error::kernel("delete conntrack entries", e));
     }
@@ -157,46 +176,4 @@ fn filtered_flush(control: &mut CtSocket, slice: &Slice) -> io::Result<u64> {
     control.acknowledged(request::filtered_flush(slice))?;
     let after = control.table_size()?;
     Ok(u64::from(before.saturating_sub(after)))
-}
-
-/// IDs of the latest matches, in two generations so that memory stays
-/// bounded however many entries match.
-#[derive(Default)]
-struct Recent {
-    current: HashSet<u32>,
-    previous: HashSet<u32>,
-}
-
-impl Recent {
-    const WINDOW: usize = 4096;
-
-    fn first_sighting(&mut self, id: Option<u32>) -> bool {
-        let Some(id) = id else { return true };
-        if self.current.contains(&id) || self.previous.contains(&id) {
-            return false;
-        }
-        if self.current.len() == Self::WINDOW {
-            self.previous = std::mem::take(&mut self.current);
-        }
-        self.current.insert(id);
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Recent;
-
-    #[test]
-    fn recent_forgets_only_beyond_its_window() {
-        let mut r = Recent::default();
-        assert!(r.first_sighting(Some(1)));
-        assert!(!r.first_sighting(Some(1)));
-        assert!(r.first_sighting(None) && r.first_sighting(None));
-        for id in 2..=(2 * Recent::WINDOW as u32 + 1) {
-            assert!(r.first_sighting(Some(id)));
-        }
-        assert!(r.first_sighting(Some(1)), "remembered memory stays bounded");
-        assert!(!r.first_sighting(Some(2 * Recent::WINDOW as u32 + 1)));
-    }
 }

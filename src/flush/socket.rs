@@ -27,6 +27,14 @@ pub struct CtSocket {
     buf: Vec<u8>,
 }
 
+/// What a dump hands its caller.
+pub enum Dumped {
+    Entry(Entry),
+    /// Everything read so far has been handed over; the kernel walks on when
+    /// the next read asks for more.
+    Paused,
+}
+
 /// What a dump told us besides its entries.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DumpOutcome {
@@ -104,16 +112,23 @@ impl CtSocket {
     }
 
     /// Sends a dump request and hands every entry to `each`, streaming: only
-    /// one receive buffer is held, whatever the size of the table. `each`
-    /// may stop the dump, after which this socket is of no further use.
+    /// one receive buffer is held, whatever the size of the table. Before
+    /// each further read, `each` hears `Dumped::Paused`: the kernel resumes
+    /// the walk only when we read. `each` may stop the dump, after which this
+    /// socket is of no further use.
     pub fn dump(
         &mut self,
         msg: Message,
-        mut each: impl FnMut(Entry) -> ControlFlow<()>,
+        mut each: impl FnMut(Dumped) -> ControlFlow<()>,
     ) -> io::Result<DumpOutcome> {
         let sequence = self.request(msg)?;
         let mut outcome = DumpOutcome::default();
+        let mut first = true;
         loop {
+            if !std::mem::take(&mut first) && each(Dumped::Paused).is_break() {
+                outcome.stopped = true;
+                return Ok(outcome);
+            }
             let len = self.receive(0)?;
             for item in messages(&self.buf[..len]) {
                 let (header, payload) = item?;
@@ -124,23 +139,21 @@ impl CtSocket {
                     Payload::Done => return Ok(outcome),
                     Payload::Error(code) => return Err(io::Error::from_raw_os_error(code)),
                     Payload::Ack => {}
-                    Payload::Conntrack(family, message) => {
+                    Payload::Entry(entry) => {
                         outcome.messages += 1;
                         outcome.kernel_filtered |= header.flags & NLM_F_DUMP_FILTERED != 0;
-                        match (family, message) {
-                            (Some(family), Some(ConntrackMessage::New(attributes))) => {
-                                let Some(entry) = Entry::from_attributes(family, &attributes) else {
-                                    continue;
-                                };
-                                if each(entry).is_break() {
+                        match entry {
+                            Ok(Some(entry)) => {
+                                if each(Dumped::Entry(entry)).is_break() {
                                     outcome.stopped = true;
                                     return Ok(outcome);
                                 }
                             }
-                            (_, None) => outcome.undecodable += 1,
-                            _ => {}
+                            Ok(None) => {}
+                            Err(()) => outcome.undecodable += 1,
                         }
                     }
+                    Payload::Conntrack(_) => {}
                 }
             }
         }
@@ -157,7 +170,7 @@ impl CtSocket {
                     _ if header.sequence_number != sequence => {}
                     Payload::Ack | Payload::Done => return Ok(()),
                     Payload::Error(code) => return Err(io::Error::from_raw_os_error(code)),
-                    Payload::Conntrack(..) => {}
+                    Payload::Conntrack(..) | Payload::Entry(_) => {}
                 }
             }
         }
@@ -175,7 +188,7 @@ impl CtSocket {
                 }
                 match payload {
                     Payload::Error(code) => return Err(io::Error::from_raw_os_error(code)),
-                    Payload::Conntrack(_, Some(ConntrackMessage::Other { attributes, .. })) => {
+                    Payload::Conntrack(Some(ConntrackMessage::Other { attributes, .. })) => {
                         let entries = attributes.iter().find(|nla| nla.kind() == CTA_STATS_GLOBAL_ENTRIES);
                         if let Some(count) = entries.and_then(super::tuple::value::<4>) {
                             return Ok(u32::from_be_bytes(count));
@@ -214,9 +227,10 @@ enum Payload {
     Ack,
     /// A positive errno.
     Error(i32),
-    /// A ctnetlink message of a family we know; the message is `None` when
-    /// its attributes did not decode.
-    Conntrack(Option<Family>, Option<ConntrackMessage>),
+    /// A dumped entry, read in place; `Err` when it did not decode.
+    Entry(Result<Option<Entry>, ()>),
+    /// Any other ctnetlink message; `None` when it did not decode.
+    Conntrack(Option<ConntrackMessage>),
 }
 
 /// Splits a datagram into netlink messages and decodes each.
@@ -239,8 +253,24 @@ fn messages(mut buf: &[u8]) -> impl Iterator<Item = io::Result<(NetlinkHeader, P
     })
 }
 
+/// `CT_NEW`, as every dumped entry is typed.
+const CT_NEW: u16 = 1 << 8;
+/// nlmsghdr and nfgenmsg precede a ctnetlink message's attributes.
+const ATTRIBUTES_AT: usize = 16 + 4;
+
 fn decode(bytes: &[u8]) -> io::Result<(NetlinkHeader, Payload)> {
     let header = header_of(bytes)?;
+    if header.message_type == CT_NEW {
+        // The hot path: entries are read in place, nothing allocated. One
+        // that does not decode must not end the dump: it is counted.
+        let family = bytes.get(16).copied().map(NetfilterProtoFamily::from).and_then(family_of);
+        let attributes = bytes.get(ATTRIBUTES_AT..header.length as usize);
+        let entry = match (family, attributes) {
+            (Some(family), Some(attributes)) => Entry::from_bytes(family, attributes).map_err(|_| ()),
+            _ => Err(()),
+        };
+        return Ok((header, Payload::Entry(entry)));
+    }
     let payload = match Message::deserialize(bytes) {
         Ok(msg) => match msg.payload {
             NetlinkPayload::Done(_) => Payload::Done,
@@ -249,16 +279,12 @@ fn decode(bytes: &[u8]) -> io::Result<(NetlinkHeader, Payload)> {
                 Some(code) => Payload::Error(-code.get()),
             },
             NetlinkPayload::InnerMessage(nf) => match nf.inner {
-                NetfilterMessageInner::Conntrack(ct) => {
-                    Payload::Conntrack(family_of(nf.header.family), Some(ct))
-                }
+                NetfilterMessageInner::Conntrack(ct) => Payload::Conntrack(Some(ct)),
                 _ => Payload::Ack,
             },
             _ => Payload::Ack,
         },
-        // One entry with an attribute the crate cannot read must not end the
-        // dump: report it and go on.
-        Err(_) => Payload::Conntrack(None, None),
+        Err(_) => Payload::Conntrack(None),
     };
     Ok((header, payload))
 }

@@ -4,8 +4,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use netlink_packet_core::{Emitable, Nla};
-use netlink_packet_netfilter::conntrack::{ConntrackAttribute, IPTuple, ProtoTuple, Tuple};
+use netlink_packet_core::{DecodeError, Emitable, Nla, NlasIterator};
 
 use super::request::{CTA_ID, CTA_ZONE};
 
@@ -53,40 +52,53 @@ pub struct Entry {
     pub zone: u16,
 }
 
+/// Attribute numbers of a dumped entry (nfnetlink_conntrack.h).
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+
 impl Entry {
-    /// Reads an entry from the attributes of a dumped `CT_NEW` message.
-    /// `None` for an entry without an address or port pair (ICMP, GRE, a
-    /// protocol the kernel tracks only by address): never ours to delete.
-    pub fn from_attributes(family: Family, attributes: &[ConntrackAttribute]) -> Option<Entry> {
-        let mut orig = None;
-        let mut reply_src = None;
+    /// Reads an entry from the attributes of a dumped `CT_NEW` message,
+    /// in place: a dump can carry a million entries, and only these few
+    /// fields of each matter. `Ok(None)` for an entry without an address or
+    /// port pair (ICMP, GRE, ...): never ours to delete.
+    pub fn from_bytes(family: Family, attributes: &[u8]) -> Result<Option<Entry>, DecodeError> {
+        let mut orig = Endpoints::default();
+        let mut reply = Endpoints::default();
         let mut id = None;
         let mut zone = 0;
-        for attribute in attributes {
-            match attribute {
-                ConntrackAttribute::CtaTupleOrig(t) => orig = Some(Endpoints::of(t)),
-                ConntrackAttribute::CtaTupleReply(t) => reply_src = Endpoints::of(t).src,
-                ConntrackAttribute::Other(nla) if nla.kind() == CTA_ID => {
-                    id = value::<4>(nla).map(u32::from_be_bytes)
-                }
-                ConntrackAttribute::Other(nla) if nla.kind() == CTA_ZONE => {
-                    zone = value::<2>(nla).map_or(0, u16::from_be_bytes)
-                }
+        for nla in NlasIterator::new(attributes) {
+            let nla = nla?;
+            match nla.kind() {
+                CTA_TUPLE_ORIG => orig = Endpoints::read(nla.value())?,
+                CTA_TUPLE_REPLY => reply = Endpoints::read(nla.value())?,
+                CTA_ID => id = Some(u32::from_be_bytes(fixed(nla.value())?)),
+                CTA_ZONE => zone = u16::from_be_bytes(fixed(nla.value())?),
                 _ => {}
             }
         }
-        let orig = orig?;
-        Some(Entry {
-            family,
-            protocol: orig.protocol?,
-            src: orig.src?,
-            dst: orig.dst?,
-            src_port: orig.src_port?,
-            dst_port: orig.dst_port?,
-            reply_src,
-            id,
-            zone,
-        })
+        let entry = (|| {
+            Some(Entry {
+                family,
+                protocol: orig.protocol?,
+                src: orig.src?,
+                dst: orig.dst?,
+                src_port: orig.src_port?,
+                dst_port: orig.dst_port?,
+                reply_src: reply.src,
+                id,
+                zone,
+            })
+        })();
+        Ok(entry)
     }
 }
 
@@ -100,25 +112,30 @@ struct Endpoints {
 }
 
 impl Endpoints {
-    fn of(tuple: &[Tuple]) -> Self {
+    fn read(tuple: &[u8]) -> Result<Self, DecodeError> {
         let mut e = Endpoints::default();
-        for part in tuple {
-            match part {
-                Tuple::Ip(ips) => {
-                    for ip in ips {
-                        match ip {
-                            IPTuple::SourceAddress(a) => e.src = Some(*a),
-                            IPTuple::DestinationAddress(a) => e.dst = Some(*a),
+        for part in NlasIterator::new(tuple) {
+            let part = part?;
+            match part.kind() {
+                CTA_TUPLE_IP => {
+                    for ip in NlasIterator::new(part.value()) {
+                        let ip = ip?;
+                        match ip.kind() {
+                            CTA_IP_V4_SRC => e.src = Some(IpAddr::from(fixed::<4>(ip.value())?)),
+                            CTA_IP_V4_DST => e.dst = Some(IpAddr::from(fixed::<4>(ip.value())?)),
+                            CTA_IP_V6_SRC => e.src = Some(IpAddr::from(fixed::<16>(ip.value())?)),
+                            CTA_IP_V6_DST => e.dst = Some(IpAddr::from(fixed::<16>(ip.value())?)),
                             _ => {}
                         }
                     }
                 }
-                Tuple::Proto(protos) => {
-                    for p in protos {
-                        match p {
-                            ProtoTuple::Protocol(n) => e.protocol = Some((*n).into()),
-                            ProtoTuple::SourcePort(port) => e.src_port = Some(*port),
-                            ProtoTuple::DestinationPort(port) => e.dst_port = Some(*port),
+                CTA_TUPLE_PROTO => {
+                    for p in NlasIterator::new(part.value()) {
+                        let p = p?;
+                        match p.kind() {
+                            CTA_PROTO_NUM => e.protocol = Some(fixed::<1>(p.value())?[0]),
+                            CTA_PROTO_SRC_PORT => e.src_port = Some(u16::from_be_bytes(fixed(p.value())?)),
+                            CTA_PROTO_DST_PORT => e.dst_port = Some(u16::from_be_bytes(fixed(p.value())?)),
                             _ => {}
                         }
                     }
@@ -126,11 +143,18 @@ impl Endpoints {
                 _ => {}
             }
         }
-        e
+        Ok(e)
     }
 }
 
-/// The value of a fixed-size attribute the crate does not model.
+/// A fixed-size attribute value, refusing any other length.
+fn fixed<const N: usize>(value: &[u8]) -> Result<[u8; N], DecodeError> {
+    value
+        .try_into()
+        .map_err(|_| DecodeError::from(format!("attribute of {} bytes where {N} were expected", value.len())))
+}
+
+/// The value of a fixed-size attribute that the crate does not model.
 pub(super) fn value<const N: usize>(nla: &impl Nla) -> Option<[u8; N]> {
     if nla.value_len() != N {
         return None;
@@ -168,7 +192,15 @@ fn socket(ip: IpAddr, port: u16) -> String {
 mod tests {
     use super::*;
     use netlink_packet_core::DefaultNla;
-    use netlink_packet_netfilter::conntrack::Protocol;
+    use netlink_packet_netfilter::conntrack::{ConntrackAttribute, IPTuple, ProtoTuple, Protocol, Tuple};
+
+    /// Wire bytes of attributes, as netlink-packet-netfilter emits them: the
+    /// zero-copy reader is checked against the crate's typed writer.
+    fn wire(attributes: &[ConntrackAttribute]) -> Vec<u8> {
+        let mut bytes = vec![0; attributes.buffer_len()];
+        attributes.emit(&mut bytes);
+        bytes
+    }
 
     fn tuple(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<Tuple> {
         vec![
@@ -193,7 +225,7 @@ mod tests {
             ConntrackAttribute::Other(DefaultNla::new(CTA_ID, vec![0, 0, 1, 2])),
             ConntrackAttribute::Other(DefaultNla::new(CTA_ZONE, vec![0, 3])),
         ];
-        let e = Entry::from_attributes(Family::V4, &attributes).unwrap();
+        let e = Entry::from_bytes(Family::V4, &wire(&attributes)).unwrap().unwrap();
         assert_eq!(e.src, "192.0.2.2".parse::<IpAddr>().unwrap());
         assert_eq!(e.dst, "192.0.2.1".parse::<IpAddr>().unwrap());
         assert_eq!((e.protocol, e.src_port, e.dst_port), (17, 40000, 8125));
@@ -207,8 +239,21 @@ mod tests {
             IPTuple::SourceAddress("192.0.2.2".parse().unwrap()),
             IPTuple::DestinationAddress("192.0.2.1".parse().unwrap()),
         ])])];
-        assert_eq!(Entry::from_attributes(Family::V4, &icmp), None);
-        assert_eq!(Entry::from_attributes(Family::V4, &[]), None);
+        assert_eq!(Entry::from_bytes(Family::V4, &wire(&icmp)).unwrap(), None);
+        assert_eq!(Entry::from_bytes(Family::V4, &[]).unwrap(), None);
+    }
+
+    #[test]
+    fn from_bytes_reads_ipv6_and_refuses_malformed_values() {
+        let v6 = vec![ConntrackAttribute::CtaTupleOrig(tuple("2001:db8::2", "2001:db8::1", 1, 53))];
+        let e = Entry::from_bytes(Family::V6, &wire(&v6)).unwrap().unwrap();
+        assert_eq!(
+            (e.src.to_string(), e.dst.to_string(), e.dst_port),
+            ("2001:db8::2".into(), "2001:db8::1".into(), 53)
+        );
+        let short_id = vec![ConntrackAttribute::Other(DefaultNla::new(CTA_ID, vec![1, 2]))];
+        assert!(Entry::from_bytes(Family::V4, &wire(&short_id)).is_err());
+        assert!(Entry::from_bytes(Family::V4, &[8, 0, 1, 0, 1]).is_err(), "truncated attribute");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! namespaces, conntrack tables filled and read independently of the tool,
 //! and the hostPort scenario that reproduces the bug.
 
+pub mod floor;
 pub mod hostport;
 pub mod netns;
 pub mod require;

@@ -29,6 +29,7 @@ fn package(tool: &str) -> &str {
     match tool {
         "ip" => "iproute2",
         "nft" => "nftables",
+        "/usr/bin/time" => "time",
         other => other,
     }
 }

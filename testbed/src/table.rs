@@ -267,6 +267,17 @@ fn parse_line(line: &str) -> Option<Listed> {
     })
 }
 
+/// Empties the namespace's table.
+pub fn clear(ns: &Netns) {
+    let _ = Command::new("ip").args(["netns", "exec", &ns.name, "conntrack", "-F"]).output();
+}
+
+/// How many entries `conntrack -L` shows with these filter arguments.
+pub fn count_listed(ns: &Netns, filter: &[&str]) -> usize {
+    let out = run(Command::new("ip").args(["netns", "exec", &ns.name, "conntrack", "-L"]).args(filter));
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("src=")).count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
