@@ -3,21 +3,20 @@
 
 use std::io;
 
-use crate::config::{ConfigError, Mode};
+use crate::config::ConfigError;
 
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_PRIVILEGE: u8 = 3;
+pub const EXIT_JOB_FAILED: u8 = 4;
+pub const EXIT_TIMED_OUT: u8 = 5;
+pub const EXIT_REFUSED: u8 = 6;
+pub const EXIT_UNREACHABLE: u8 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("configuration refused: {0}")]
     Config(#[from] ConfigError),
-
-    #[error(
-        "MODE={0} is not built yet in this release; use MODE=flush on the node (host network, NET_ADMIN)"
-    )]
-    NotBuilt(Mode),
 
     #[error(
         "no permission to {action} conntrack entries (the kernel said EPERM): this process lacks CAP_NET_ADMIN \
@@ -37,6 +36,69 @@ pub enum Error {
 
     #[error("{failed} deletes failed; the first with: {first}")]
     DeletesFailed { failed: u64, first: io::Error },
+
+    #[error(
+        "MODE=auto cannot tell whether this is the node's network namespace: {0}; \
+         set MODE=flush (host network) or MODE=spawn explicitly"
+    )]
+    Undecided(String),
+
+    #[error(
+        "the Job template CronJob {namespace}/{name} does not exist: install it with \
+         `kubectl apply -k kustomize/base` (or `kubectl apply -f jobs/flush-conntrack-node.yaml`), \
+         or point JOB_TEMPLATE and TARGET_NAMESPACE at yours"
+    )]
+    TemplateMissing { namespace: String, name: String },
+
+    #[error("{0}")]
+    Template(#[from] crate::cluster::job_template::TemplateError),
+
+    #[error(
+        "the service account may not {verb} {resource} in namespace {namespace} (403 Forbidden: {message}); \
+         grant `{verb}` on `{resource}` with a Role and RoleBinding (kustomize/components/trigger does)"
+    )]
+    Forbidden { verb: &'static str, resource: &'static str, namespace: String, message: String },
+
+    #[error(
+        "the API server refused to {verb} {resource} in namespace {namespace} ({code} {reason}): {message}"
+    )]
+    Refused {
+        verb: &'static str,
+        resource: &'static str,
+        namespace: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
+
+    #[error("a Job named {namespace}/{name} exists and is not this flush (other node or run); delete it or rename JOB_TEMPLATE")]
+    NameTaken { namespace: String, name: String },
+
+    #[error("the Kubernetes API did not answer after {attempts} attempts: {detail}")]
+    Unreachable { attempts: u32, detail: String },
+
+    #[error(
+        "no Kubernetes client configuration ({0}); in a pod, mount the service account token, \
+         elsewhere set KUBECONFIG"
+    )]
+    NoKubeConfig(String),
+
+    #[error(
+        "flush Job {namespace}/{name} failed: {reason}; `kubectl -n {namespace} logs job/{name}` shows why"
+    )]
+    JobFailed { namespace: String, name: String, reason: String },
+
+    #[error("flush Job {namespace}/{name} did not finish within WAIT_TIMEOUT={seconds}s{}", cause.as_ref().map(|c| format!("; its pod could not be created: {c}")).unwrap_or_default())]
+    TimedOut { namespace: String, name: String, seconds: u64, cause: Option<String> },
+
+    #[error("{failed} of {total} nodes' flush Jobs failed")]
+    SweepFailed { failed: usize, total: usize },
+
+    #[error("interrupted by {0}")]
+    Interrupted(&'static str),
+
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(String),
 }
 
 impl Error {
@@ -61,9 +123,20 @@ impl Error {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::NotBuilt(_) => EXIT_CONFIG,
+            Error::Config(_) | Error::Undecided(_) | Error::TemplateMissing { .. } | Error::Template(_) => {
+                EXIT_CONFIG
+            }
             Error::Privilege { .. } => EXIT_PRIVILEGE,
-            Error::NoCtnetlink { .. } | Error::Kernel { .. } | Error::DeletesFailed { .. } => EXIT_FAILURE,
+            Error::JobFailed { .. } | Error::SweepFailed { .. } => EXIT_JOB_FAILED,
+            Error::TimedOut { .. } => EXIT_TIMED_OUT,
+            Error::Forbidden { .. } | Error::Refused { .. } | Error::NameTaken { .. } => EXIT_REFUSED,
+            Error::Unreachable { .. } | Error::NoKubeConfig(_) => EXIT_UNREACHABLE,
+            Error::Interrupted("SIGINT") => 130,
+            Error::Interrupted(_) => 143,
+            Error::NoCtnetlink { .. }
+            | Error::Kernel { .. }
+            | Error::DeletesFailed { .. }
+            | Error::Runtime(_) => EXIT_FAILURE,
         }
     }
 }
@@ -91,6 +164,15 @@ mod tests {
     fn exit_codes() {
         let config = Error::from(ConfigError::new("MODE", "x", "bad"));
         assert_eq!(config.exit_code(), EXIT_CONFIG);
-        assert_eq!(Error::NotBuilt(Mode::Spawn).exit_code(), EXIT_CONFIG);
+        assert_eq!(Error::Undecided("x".into()).exit_code(), EXIT_CONFIG);
+        assert_eq!(Error::Interrupted("SIGTERM").exit_code(), 143);
+        let timed_out = Error::TimedOut {
+            namespace: "n".into(),
+            name: "j".into(),
+            seconds: 5,
+            cause: Some("violates PodSecurity".into()),
+        };
+        assert_eq!(timed_out.exit_code(), EXIT_TIMED_OUT);
+        assert!(timed_out.to_string().contains("could not be created: violates PodSecurity"), "{timed_out}");
     }
 }

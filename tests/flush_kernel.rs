@@ -164,7 +164,11 @@ fn bad_configuration_exits_2_naming_the_variable_and_touches_nothing() {
         (vec![("MODE", "flush"), ("TARGET_PORT", "8125"), ("KEEP_DNAT_TO", "new-pod")], "KEEP_DNAT_TO"),
         (vec![("MODE", "nuke"), ("TARGET_PORT", "8125")], "MODE=\"nuke\""),
         (vec![("MODE", "flush"), ("TARGET_PORT", "8125"), ("DRY_RUN", "sure")], "DRY_RUN"),
-        (vec![("MODE", "spawn"), ("TARGET_PORT", "8125")], "not built yet"),
+        (vec![("MODE", "spawn"), ("TARGET_PORT", "8125")], "NODE_NAME"),
+        (
+            vec![("MODE", "spawn"), ("TARGET_PORT", "8125"), ("NODE_NAME", "n"), ("WAIT_TIMEOUT", "soon")],
+            "WAIT_TIMEOUT",
+        ),
     ] {
         let out = tool::run(BIN, &ns, &bad, tool::Options::default());
         let stderr = String::from_utf8_lossy(&out.stderr);

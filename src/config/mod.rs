@@ -1,7 +1,10 @@
 //! The environment contract (DESIGN.md): read, parse and validate every
 //! variable before anything is touched.
 
+mod cluster;
 mod values;
+
+pub use cluster::ClusterSettings;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -60,6 +63,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `RUST_LOG` as given; parsed by the logging setup, which owns its syntax.
     pub log_filter: String,
+    pub cluster: ClusterSettings,
 }
 
 /// The variables as strings. Everything is parsed by hand afterwards so that
@@ -75,9 +79,17 @@ struct RawEnv {
     kernel_flush: Option<String>,
     log_format: Option<String>,
     rust_log: Option<String>,
+    node_name: Option<String>,
+    pod_uid: Option<String>,
+    target_namespace: Option<String>,
+    job_template: Option<String>,
+    wait_timeout: Option<String>,
+    fail_open: Option<String>,
+    sweep_selector: Option<String>,
+    sweep_namespace: Option<String>,
 }
 
-const OURS: [&str; 9] = [
+const OURS: [&str; 17] = [
     "MODE",
     "TARGET_IP",
     "TARGET_PORT",
@@ -87,6 +99,14 @@ const OURS: [&str; 9] = [
     "KERNEL_FLUSH",
     "LOG_FORMAT",
     "RUST_LOG",
+    "NODE_NAME",
+    "POD_UID",
+    "TARGET_NAMESPACE",
+    "JOB_TEMPLATE",
+    "WAIT_TIMEOUT",
+    "FAIL_OPEN",
+    "SWEEP_SELECTOR",
+    "SWEEP_NAMESPACE",
 ];
 
 impl Settings {
@@ -133,6 +153,27 @@ impl Settings {
             Some(v) => values::boolean("KERNEL_FLUSH", v)?,
         };
 
+        let cluster = ClusterSettings::parse(cluster::RawCluster {
+            node_name: raw.node_name.as_deref().unwrap_or_default(),
+            pod_uid: raw.pod_uid.as_deref().unwrap_or_default(),
+            target_namespace: raw.target_namespace.as_deref().unwrap_or_default(),
+            job_template: raw.job_template.as_deref().unwrap_or_default(),
+            wait_timeout: raw.wait_timeout.as_deref().unwrap_or_default(),
+            fail_open: raw.fail_open.as_deref().unwrap_or_default(),
+            sweep_selector: raw.sweep_selector.as_deref().unwrap_or_default(),
+            sweep_namespace: raw.sweep_namespace.as_deref().unwrap_or_default(),
+        })?;
+        if mode == Mode::Spawn && cluster.node_name.is_none() {
+            return Err(missing_node_name());
+        }
+        if mode == Mode::Sweep && cluster.sweep_selector.is_none() {
+            return Err(ConfigError::new(
+                "SWEEP_SELECTOR",
+                "",
+                "is required in sweep mode: the label selector of the DaemonSet's pods, e.g. app=statsd",
+            ));
+        }
+
         let targets_modes = matches!(mode, Mode::Flush | Mode::Spawn | Mode::Auto);
         if targets_modes && ips.is_empty() && ports.is_empty() {
             return Err(ConfigError::new(
@@ -150,8 +191,20 @@ impl Settings {
             kernel_flush,
             log_format,
             log_filter: raw.rust_log.unwrap_or_default(),
+            cluster,
         })
     }
+}
+
+/// Spawn pins the Job to a node and cannot guess which.
+pub fn missing_node_name() -> ConfigError {
+    ConfigError::new(
+        "NODE_NAME",
+        "",
+        "is required to spawn a flush Job: set it from the downward API \
+         (env: - name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}), \
+         as kustomize/components/trigger does",
+    )
 }
 
 fn mode(value: &str) -> Result<Mode, ConfigError> {
@@ -210,6 +263,23 @@ mod tests {
     }
 
     #[test]
+    fn selection_env_round_trips() {
+        let s = settings(&[
+            ("MODE", "flush"),
+            ("TARGET_IP", "192.0.2.1, 2001:db8::1"),
+            ("TARGET_PORT", "8126,8000-8100,8125"),
+            ("TARGET_PROTOCOL", "tcp,udp"),
+            ("KEEP_DNAT_TO", "198.51.100.6"),
+        ])
+        .unwrap();
+        let env = s.selection.env();
+        assert_eq!(env[1], ("TARGET_PORT", "8000-8100,8125,8126".to_owned()));
+        let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        vars.push(("MODE", "flush"));
+        assert_eq!(settings(&vars).unwrap().selection, s.selection);
+    }
+
+    #[test]
     fn refuses_a_whole_table_flush() {
         let e = settings(&[("MODE", "flush")]).unwrap_err();
         assert!(e.to_string().contains("neither TARGET_IP nor TARGET_PORT"), "{e}");
@@ -238,6 +308,18 @@ mod tests {
             assert_eq!(e.value, value);
             assert!(e.to_string().starts_with(&format!("{var}=\"{value}\"")), "{e}");
         }
+    }
+
+    #[test]
+    fn spawn_needs_a_node_and_sweep_a_selector() {
+        let e = settings(&[("MODE", "spawn"), ("TARGET_PORT", "8125")]).unwrap_err();
+        assert_eq!(e.variable, "NODE_NAME");
+        assert!(e.to_string().contains("spec.nodeName"), "{e}");
+        assert!(settings(&[("MODE", "spawn"), ("TARGET_PORT", "8125"), ("NODE_NAME", "node-a")]).is_ok());
+        let e = settings(&[("MODE", "sweep")]).unwrap_err();
+        assert_eq!(e.variable, "SWEEP_SELECTOR");
+        let s = settings(&[("MODE", "sweep"), ("SWEEP_SELECTOR", "app=statsd")]).unwrap();
+        assert_eq!(s.cluster.sweep_selector.as_deref(), Some("app=statsd"));
     }
 
     #[test]

@@ -133,6 +133,35 @@ pub fn boolean(variable: &'static str, value: &str) -> Result<bool, ConfigError>
     }
 }
 
+/// A DNS-1123 label: namespaces (at most 63 characters).
+pub fn dns_label(variable: &'static str, value: &str) -> Result<(), ConfigError> {
+    let ok = value.len() <= 63
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    ok.then_some(()).ok_or_else(|| {
+        ConfigError::new(
+            variable,
+            value,
+            "must be a DNS-1123 label: lowercase letters, digits and '-', at most 63",
+        )
+    })
+}
+
+/// A DNS-1123 subdomain: object and node names (at most 253 characters).
+pub fn dns_subdomain(variable: &'static str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 253
+        && value.split('.').all(|part| !part.is_empty() && dns_label(variable, part).is_ok());
+    ok.then_some(()).ok_or_else(|| {
+        ConfigError::new(
+            variable,
+            value,
+            "must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.'",
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +220,16 @@ mod tests {
         );
         assert!(protocols("P", "icmp").unwrap_err().to_string().contains("unknown protocol `icmp`"));
         assert!(protocols("P", ",").is_err());
+    }
+
+    #[test]
+    fn dns_names() {
+        assert!(dns_label("V", "flush-conntrack").is_ok());
+        assert!(dns_label("V", &"a".repeat(64)).is_err());
+        assert!(dns_label("V", "a.b").is_err());
+        assert!(dns_subdomain("V", "ip-10-0-1-7.ec2.internal").is_ok());
+        assert!(dns_subdomain("V", "a..b").is_err());
+        assert!(dns_subdomain("V", "").is_err());
     }
 
     #[test]

@@ -76,6 +76,38 @@ impl Selection {
         }
     }
 
+    /// The selection as the environment contract writes it: what a spawned
+    /// flush Job receives. Parsing it back gives the same selection.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let join = |items: Vec<String>| items.join(",");
+        let ports = self
+            .ports
+            .iter()
+            .map(|r| {
+                if r.start() == r.end() {
+                    r.start().to_string()
+                } else {
+                    format!("{}-{}", r.start(), r.end())
+                }
+            })
+            .collect();
+        let protocols = self
+            .protocols
+            .iter()
+            .map(|p| match p {
+                Protocol::Udp => "udp".to_owned(),
+                Protocol::Tcp => "tcp".to_owned(),
+                Protocol::Sctp => "sctp".to_owned(),
+            })
+            .collect();
+        vec![
+            ("TARGET_IP", join(self.ips.iter().map(ToString::to_string).collect())),
+            ("TARGET_PORT", join(ports)),
+            ("TARGET_PROTOCOL", join(protocols)),
+            ("KEEP_DNAT_TO", join(self.keep.iter().map(ToString::to_string).collect())),
+        ]
+    }
+
     pub fn families(&self) -> Vec<Family> {
         if self.ips.is_empty() {
             return vec![Family::V4, Family::V6];

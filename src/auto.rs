@@ -1,0 +1,131 @@
+//! `MODE=auto`: flush here when this process may and this is the node's
+//! network namespace; spawn a node-pinned Job otherwise. A pod's private
+//! namespace must never be flushed in the belief that it is the node's.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::config::Mode;
+use crate::error::Error;
+
+const CAP_NET_ADMIN: u32 = 12;
+
+/// The decision, from what was observed. Pure.
+///
+/// The node's namespace is recognised by its address: `TARGET_IP` is the
+/// node's hostIP, which only the node's own namespace (and so a host-network
+/// pod) has on an interface.
+pub fn decide(net_admin: bool, local: &[IpAddr], targets: &[IpAddr]) -> Result<Mode, String> {
+    if !net_admin {
+        return Ok(Mode::Spawn);
+    }
+    if targets.is_empty() {
+        return Err("this process holds CAP_NET_ADMIN, but TARGET_IP is empty, so the node's address \
+                    is unknown and this namespace may be a pod's own"
+            .to_owned());
+    }
+    if targets.iter().any(|t| local.contains(t)) {
+        Ok(Mode::Flush)
+    } else {
+        Ok(Mode::Spawn)
+    }
+}
+
+/// Parses `CapEff` from /proc/self/status.
+pub fn effective_has(status: &str, capability: u32) -> Option<bool> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    let bits = u64::from_str_radix(hex, 16).ok()?;
+    Some(bits & (1 << capability) != 0)
+}
+
+fn local_addresses() -> io::Result<Vec<IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` walks the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: the family says which sockaddr this is.
+            match unsafe { (*ifa.ifa_addr).sa_family } as i32 {
+                libc::AF_INET => {
+                    let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                    out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                }
+                libc::AF_INET6 => {
+                    let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                    out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: frees the list from getifaddrs exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// Observes this process and its namespace, and decides.
+pub fn choose(targets: &[IpAddr]) -> Result<Mode, Error> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| Error::Undecided(e.to_string()))?;
+    let net_admin = effective_has(&status, CAP_NET_ADMIN)
+        .ok_or_else(|| Error::Undecided("/proc/self/status has no readable CapEff".to_owned()))?;
+    let local =
+        local_addresses().map_err(|e| Error::Undecided(format!("cannot list interface addresses: {e}")))?;
+    let mode = decide(net_admin, &local, targets).map_err(Error::Undecided)?;
+    tracing::info!(%mode, net_admin, "MODE=auto chose");
+    Ok(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips(s: &[&str]) -> Vec<IpAddr> {
+        s.iter().map(|i| i.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn without_net_admin_it_spawns() {
+        assert_eq!(decide(false, &ips(&["192.0.2.1"]), &ips(&["192.0.2.1"])), Ok(Mode::Spawn));
+        assert_eq!(decide(false, &[], &[]), Ok(Mode::Spawn));
+    }
+
+    #[test]
+    fn with_net_admin_on_the_node_it_flushes() {
+        let node = ips(&["127.0.0.1", "192.0.2.1", "2001:db8::1"]);
+        assert_eq!(decide(true, &node, &ips(&["192.0.2.1"])), Ok(Mode::Flush));
+        assert_eq!(decide(true, &node, &ips(&["2001:db8::1"])), Ok(Mode::Flush));
+    }
+
+    #[test]
+    fn with_net_admin_in_a_pod_namespace_it_spawns() {
+        assert_eq!(decide(true, &ips(&["127.0.0.1", "10.244.1.5"]), &ips(&["192.0.2.1"])), Ok(Mode::Spawn));
+    }
+
+    #[test]
+    fn with_net_admin_and_no_target_ip_it_refuses() {
+        let why = decide(true, &ips(&["10.244.1.5"]), &[]).unwrap_err();
+        assert!(why.contains("TARGET_IP is empty"), "{why}");
+    }
+
+    #[test]
+    fn capabilities_from_proc_status() {
+        let root = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(effective_has(root, CAP_NET_ADMIN), Some(true));
+        let net_admin_only = "CapEff:\t0000000000001000\n";
+        assert_eq!(effective_has(net_admin_only, CAP_NET_ADMIN), Some(true));
+        assert_eq!(effective_has("CapEff:\t0000000000000000\n", CAP_NET_ADMIN), Some(false));
+        assert_eq!(effective_has("Name:\tx\n", CAP_NET_ADMIN), None);
+    }
+
+    #[test]
+    fn this_namespace_has_loopback() {
+        assert!(local_addresses().unwrap().iter().any(|ip| ip.is_loopback()) || !cfg!(target_os = "linux"));
+    }
+}

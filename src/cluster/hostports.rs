@@ -1,0 +1,179 @@
+//! What a sweep flushes on each node: the hostPorts that running pods
+//! declare there, and the pod IPs their live flows already reach. Pure.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::flush::selection::{Protocol, Selection};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFlush {
+    pub node: String,
+    pub selection: Selection,
+    /// `namespace/name` of the pods behind it, for the log.
+    pub pods: Vec<String>,
+}
+
+fn protocol_of(name: Option<&str>) -> Option<Protocol> {
+    // Kubernetes defaults a container port's protocol to TCP.
+    match name.unwrap_or("TCP") {
+        "UDP" => Some(Protocol::Udp),
+        "TCP" => Some(Protocol::Tcp),
+        "SCTP" => Some(Protocol::Sctp),
+        _ => None,
+    }
+}
+
+fn push<T: PartialEq>(v: &mut Vec<T>, item: T) {
+    if !v.contains(&item) {
+        v.push(item);
+    }
+}
+
+/// Groups the running pods with hostPorts of the chosen protocols by node.
+/// Each node's selection targets its hostIP(s) and those ports, and keeps
+/// what already reaches one of its pods.
+pub fn plan(pods: &[Pod], protocols: &[Protocol]) -> Vec<NodeFlush> {
+    let mut nodes: BTreeMap<String, NodeFlush> = BTreeMap::new();
+    for pod in pods {
+        let (Some(spec), Some(status)) = (&pod.spec, &pod.status) else { continue };
+        let Some(node) = spec.node_name.clone() else { continue };
+        if status.phase.as_deref() != Some("Running") {
+            continue;
+        }
+        let parse = |s: &str| s.parse::<IpAddr>().ok();
+        let mut host_ips: Vec<IpAddr> =
+            status.host_ips.iter().flatten().filter_map(|h| parse(&h.ip)).collect();
+        if host_ips.is_empty() {
+            host_ips.extend(status.host_ip.as_deref().and_then(parse));
+        }
+        let mut pod_ips: Vec<IpAddr> = status.pod_ips.iter().flatten().filter_map(|p| parse(&p.ip)).collect();
+        if pod_ips.is_empty() {
+            pod_ips.extend(status.pod_ip.as_deref().and_then(parse));
+        }
+        let mut found = false;
+        let name = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        for port in spec.containers.iter().flat_map(|c| c.ports.iter().flatten()) {
+            let (Some(host_port), Some(protocol)) = (port.host_port, protocol_of(port.protocol.as_deref()))
+            else {
+                continue;
+            };
+            let Ok(host_port) = u16::try_from(host_port) else { continue };
+            if host_port == 0 || !protocols.contains(&protocol) {
+                continue;
+            }
+            let entry = nodes.entry(node.clone()).or_insert_with(|| NodeFlush {
+                node: node.clone(),
+                selection: Selection {
+                    protocols: Vec::new(),
+                    ips: Vec::new(),
+                    ports: Vec::new(),
+                    keep: Vec::new(),
+                },
+                pods: Vec::new(),
+            });
+            let s = &mut entry.selection;
+            push(&mut s.protocols, protocol);
+            push(&mut s.ports, host_port..=host_port);
+            // A hostPort bound to one address is reached there only.
+            match port.host_ip.as_deref().and_then(parse).filter(|ip| !ip.is_unspecified()) {
+                Some(ip) => push(&mut s.ips, ip),
+                None => host_ips.iter().for_each(|ip| push(&mut s.ips, *ip)),
+            }
+            pod_ips.iter().for_each(|ip| push(&mut s.keep, *ip));
+            found = true;
+        }
+        if found {
+            if let Some(entry) = nodes.get_mut(&node) {
+                push(&mut entry.pods, name);
+            }
+        }
+    }
+    let mut plan: Vec<NodeFlush> = nodes.into_values().collect();
+    for n in &mut plan {
+        n.selection.ports.sort_by_key(|r| *r.start());
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(
+        name: &str,
+        node: &str,
+        phase: &str,
+        host_ip: &str,
+        pod_ip: &str,
+        ports: serde_json::Value,
+    ) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "monitoring"},
+            "spec": {"nodeName": node, "containers": [{"name": "agent", "ports": ports}]},
+            "status": {"phase": phase, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": pod_ip, "podIPs": [{"ip": pod_ip}]}
+        }))
+        .unwrap()
+    }
+
+    fn statsd() -> serde_json::Value {
+        serde_json::json!([
+            {"containerPort": 8125, "hostPort": 8125, "protocol": "UDP"},
+            {"containerPort": 8126, "hostPort": 8126},
+            {"containerPort": 9000}
+        ])
+    }
+
+    #[test]
+    fn one_flush_per_node_with_its_host_ip_ports_and_live_pods() {
+        let pods = vec![
+            pod("agent-a", "node-a", "Running", "192.0.2.1", "10.244.1.5", statsd()),
+            pod("agent-b", "node-b", "Running", "192.0.2.2", "10.244.2.7", statsd()),
+            pod("agent-c", "node-c", "Pending", "192.0.2.3", "10.244.3.1", statsd()),
+        ];
+        let plan = plan(&pods, &[Protocol::Udp]);
+        assert_eq!(plan.len(), 2, "{plan:?}");
+        assert_eq!(plan[0].node, "node-a");
+        assert_eq!(plan[0].selection.ips, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(plan[0].selection.ports, vec![8125..=8125], "TCP 8126 is not UDP");
+        assert_eq!(plan[0].selection.keep, vec!["10.244.1.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(plan[0].selection.protocols, vec![Protocol::Udp]);
+        assert_eq!(plan[0].pods, vec!["monitoring/agent-a"]);
+        assert_eq!(plan[1].node, "node-b");
+    }
+
+    #[test]
+    fn protocol_defaults_to_tcp_and_several_pods_on_a_node_merge() {
+        let other = serde_json::json!([{"containerPort": 53, "hostPort": 53, "protocol": "UDP", "hostIP": "192.0.2.9"}]);
+        let pods = vec![
+            pod("agent", "node-a", "Running", "192.0.2.1", "10.244.1.5", statsd()),
+            pod("dns", "node-a", "Running", "192.0.2.1", "10.244.1.6", other),
+        ];
+        let plan = plan(&pods, &[Protocol::Udp, Protocol::Tcp]);
+        assert_eq!(plan.len(), 1);
+        let s = &plan[0].selection;
+        assert_eq!(s.ports, vec![53..=53, 8125..=8125, 8126..=8126]);
+        assert_eq!(s.protocols, vec![Protocol::Udp, Protocol::Tcp]);
+        assert_eq!(s.ips.len(), 2, "the hostIP and the one port's own hostIP: {s:?}");
+        assert_eq!(s.keep.len(), 2);
+        assert_eq!(plan[0].pods.len(), 2);
+    }
+
+    #[test]
+    fn pods_without_host_ports_or_node_are_skipped() {
+        let none = serde_json::json!([{"containerPort": 8125, "protocol": "UDP"}]);
+        assert!(plan(&[pod("x", "node-a", "Running", "192.0.2.1", "10.244.1.5", none)], &[Protocol::Udp])
+            .is_empty());
+        let unscheduled: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "y"}, "spec": {"containers": [{"name": "c", "ports": statsd()}]}, "status": {"phase": "Running"}
+        }))
+        .unwrap();
+        assert!(plan(&[unscheduled], &[Protocol::Udp]).is_empty());
+    }
+}

@@ -1,0 +1,214 @@
+//! One flush Job's life through the API: the template it is made from, its
+//! creation (or adoption, when a restarted trigger made it already), its
+//! outcome and the summary its pod left behind.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
+use kube::{Api, Client};
+use tokio::time::Instant;
+
+use super::api::{call, ApiError, Call};
+use super::job_template::{self, FlushOrder, NODE_ANNOTATION, RUN_ANNOTATION};
+use crate::error::Error;
+use crate::report::Summary;
+
+/// A server-side watch ends after this long and is opened again, so that a
+/// silently dropped connection cannot outlast it.
+const WATCH_WINDOW: Duration = Duration::from_secs(50);
+
+pub async fn template(client: &Client, namespace: &str, name: &str) -> Result<CronJob, Error> {
+    let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), namespace);
+    call(|| cronjobs.get(name)).await.map_err(|e| match e.code() {
+        Some(404) => Error::TemplateMissing { namespace: namespace.to_owned(), name: name.to_owned() },
+        _ => e.explain(&Call::new("get", "cronjobs", namespace)),
+    })
+}
+
+/// Creates the Job, or adopts the one a previous run of the same trigger
+/// made (same name, same node and run): never a second one.
+pub async fn create_or_adopt(client: &Client, job: &Job, order: &FlushOrder<'_>) -> Result<Job, Error> {
+    let namespace = job.metadata.namespace.clone().unwrap_or_default();
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let create = Call::new("create", "jobs", &namespace);
+    let params = PostParams::default();
+    match call(|| jobs.create(&params, job)).await {
+        Ok(created) => {
+            tracing::info!(job = %name, %namespace, node = order.node, "created the flush Job");
+            Ok(created)
+        }
+        Err(ApiError::Status { code: 409, .. }) => {
+            let existing = call(|| jobs.get(&name))
+                .await
+                .map_err(|e| e.explain(&Call::new("get", "jobs", &namespace)))?;
+            let annotations = existing.metadata.annotations.clone().unwrap_or_default();
+            let ours = annotations.get(NODE_ANNOTATION).map(String::as_str) == Some(order.node)
+                && annotations.get(RUN_ANNOTATION).map(String::as_str) == Some(order.run);
+            if !ours {
+                return Err(Error::NameTaken { namespace, name });
+            }
+            tracing::info!(job = %name, %namespace, node = order.node, "adopted the flush Job an earlier run created");
+            Ok(existing)
+        }
+        Err(e) => Err(e.explain(&create)),
+    }
+}
+
+/// Where a Job stands, from its conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed { reason: String, message: String },
+}
+
+/// `Complete` and `Failed` are final; `SuccessCriteriaMet` and
+/// `FailureTarget` (1.31+) come first and already decide the outcome.
+pub fn state(job: &Job) -> JobState {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    for c in conditions.into_iter().flatten().filter(|c| c.status == "True") {
+        match c.type_.as_str() {
+            "Complete" | "SuccessCriteriaMet" => return JobState::Succeeded,
+            "Failed" | "FailureTarget" => {
+                return JobState::Failed {
+                    reason: c.reason.clone().unwrap_or_default(),
+                    message: c.message.clone().unwrap_or_default(),
+                }
+            }
+            _ => {}
+        }
+    }
+    JobState::Running
+}
+
+/// Watches the Job until it succeeds or fails; `None` when the deadline
+/// comes first.
+pub async fn outcome(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    deadline: Instant,
+) -> Result<Option<JobState>, Error> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let get = Call::new("get", "jobs", namespace);
+    let watch = Call::new("watch", "jobs", namespace);
+    loop {
+        let job = call(|| jobs.get(name)).await.map_err(|e| e.explain(&get))?;
+        let now = state(&job);
+        if now != JobState::Running {
+            return Ok(Some(now));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let version = job.metadata.resource_version.clone().unwrap_or_default();
+        let window = left.min(WATCH_WINDOW).as_secs().max(1) as u32;
+        let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(window);
+        let stream = call(|| jobs.watch(&params, &version)).await.map_err(|e| e.explain(&watch))?;
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let event = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => break,
+                Ok(Some(event)) => event,
+            };
+            match event {
+                Ok(WatchEvent::Added(job)) | Ok(WatchEvent::Modified(job)) => {
+                    let now = state(&job);
+                    if now != JobState::Running {
+                        return Ok(Some(now));
+                    }
+                }
+                Ok(WatchEvent::Deleted(_)) => {
+                    return Ok(Some(JobState::Failed {
+                        reason: "Deleted".to_owned(),
+                        message: "the Job was deleted before it finished".to_owned(),
+                    }))
+                }
+                Ok(WatchEvent::Bookmark(_)) => {}
+                // 410 Gone and broken streams: read the Job again and watch anew.
+                Ok(WatchEvent::Error(status)) => {
+                    tracing::debug!(code = status.code, message = %status.message, "watch ended");
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "watch broke");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The flush summary the Job's pod wrote as its termination message.
+pub async fn summary(client: &Client, namespace: &str, job: &str) -> Option<Summary> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+    let list = call(|| pods.list(&params)).await.ok()?;
+    list.items
+        .iter()
+        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.as_deref())
+        .find_map(|m| serde_json::from_str(m).ok())
+}
+
+/// Why the Job's pods could not be created, if the Job controller said so
+/// (Pod Security admission refusing the pod is the usual cause).
+pub async fn creation_failure(client: &Client, namespace: &str, job: &str) -> Option<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default()
+        .fields(&format!("involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"));
+    let list = call(|| events.list(&params)).await.ok()?;
+    list.items.iter().rev().find_map(|e| e.message.clone())
+}
+
+/// Builds the Job the order calls for from the template.
+pub fn build(template: &CronJob, order: &FlushOrder) -> Result<Job, Error> {
+    let template_name = template.metadata.name.as_deref().unwrap_or_default();
+    let name = job_template::job_name(template_name, order);
+    Ok(job_template::flush_job(template, &name, order)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(conditions: serde_json::Value) -> Job {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "j"}, "status": {"conditions": conditions}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn states_from_conditions() {
+        assert_eq!(state(&job(serde_json::json!([]))), JobState::Running);
+        assert_eq!(
+            state(&job(serde_json::json!([{"type": "Complete", "status": "True"}]))),
+            JobState::Succeeded
+        );
+        assert_eq!(
+            state(&job(serde_json::json!([{"type": "SuccessCriteriaMet", "status": "True"}]))),
+            JobState::Succeeded
+        );
+        assert_eq!(
+            state(&job(serde_json::json!([{"type": "Complete", "status": "False"}]))),
+            JobState::Running
+        );
+        let failed = state(&job(serde_json::json!([
+            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}
+        ])));
+        assert_eq!(
+            failed,
+            JobState::Failed {
+                reason: "BackoffLimitExceeded".into(),
+                message: "Job has reached the specified backoff limit".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! The flush Job, built from the template CronJob the way
+//! `kubectl create job --from=cronjob/NAME` builds it, then made this node's:
+//! pinned, tolerant of every taint, told what to flush. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+/// Label on every Job and pod we create, naming the node (label-safe).
+pub const NODE_LABEL: &str = "flush-conntrack/node";
+/// The full node name, which a label value may be too short to hold.
+pub const NODE_ANNOTATION: &str = "flush-conntrack/node";
+/// Which run made the Job: the trigger pod's UID, or the sweep's run.
+pub const RUN_ANNOTATION: &str = "flush-conntrack/run";
+/// What kubectl writes on a Job made from a CronJob by hand.
+const INSTANTIATE_ANNOTATION: &str = "cronjob.kubernetes.io/instantiate";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("CronJob {0} has no jobTemplate.spec.template.spec.containers: it is not a flush Job template")]
+    NoContainers(String),
+}
+
+/// What makes a flush Job this node's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushOrder<'a> {
+    pub node: &'a str,
+    /// `TARGET_*` and `KEEP_DNAT_TO`, as the contract writes them.
+    pub selection: Vec<(&'static str, String)>,
+    pub dry_run: bool,
+    /// What tells this Job from an earlier one for the same node and target:
+    /// the trigger pod's UID, or the sweep's run.
+    pub run: &'a str,
+}
+
+/// A DNS-1123 name of at most 63 characters (a Job's name becomes a label
+/// value of its pods), stable for the same template, node, target and run.
+pub fn job_name(template: &str, order: &FlushOrder) -> String {
+    let mut hash = Fnv::default();
+    for part in [template, order.node, order.run] {
+        hash.write(part);
+    }
+    for (k, v) in &order.selection {
+        hash.write(k);
+        hash.write(v);
+    }
+    let suffix = format!("{:010x}", hash.0 & 0xff_ffff_ffff);
+    let base = dns_safe(&format!("flush-{}", order.node));
+    let room = 63 - suffix.len() - 1;
+    let base = base[..base.len().min(room)].trim_end_matches('-');
+    format!("{base}-{suffix}")
+}
+
+/// A label value naming the node: the name itself when it fits.
+pub fn node_label_value(node: &str) -> String {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if node.len() <= 63 && node.bytes().all(ok) {
+        return node.to_owned();
+    }
+    let mut hash = Fnv::default();
+    hash.write(node);
+    let safe = dns_safe(node);
+    let head = safe[..safe.len().min(52)].trim_end_matches('-');
+    format!("{head}-{:010x}", hash.0 & 0xff_ffff_ffff)
+}
+
+fn dns_safe(s: &str) -> String {
+    let mapped: String =
+        s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    mapped.trim_matches('-').to_owned()
+}
+
+/// FNV-1a: a name must not change between releases, as `DefaultHasher` may.
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, s: &str) {
+        for b in s.bytes().chain([0xff]) {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// The Job `kubectl create job NAME --from=cronjob/TEMPLATE` would create,
+/// made into this node's flush.
+pub fn flush_job(template: &CronJob, name: &str, order: &FlushOrder) -> Result<Job, TemplateError> {
+    let template_name = template.metadata.name.clone().unwrap_or_default();
+    let job_template = template.spec.as_ref().map(|s| &s.job_template);
+    let mut spec = job_template.and_then(|t| t.spec.clone()).unwrap_or_default();
+    let template_meta = job_template.and_then(|t| t.metadata.clone()).unwrap_or_default();
+
+    let mut annotations = template_meta.annotations.unwrap_or_default();
+    annotations.insert(INSTANTIATE_ANNOTATION.to_owned(), "manual".to_owned());
+    annotations.insert(NODE_ANNOTATION.to_owned(), order.node.to_owned());
+    annotations.insert(RUN_ANNOTATION.to_owned(), order.run.to_owned());
+    let mut labels = template_meta.labels.unwrap_or_default();
+    labels.insert(NODE_LABEL.to_owned(), node_label_value(order.node));
+
+    let pod_meta = spec.template.metadata.get_or_insert_with(ObjectMeta::default);
+    pod_meta
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(NODE_LABEL.to_owned(), node_label_value(order.node));
+    let pod = spec.template.spec.as_mut().filter(|p| !p.containers.is_empty());
+    let Some(pod) = pod else {
+        return Err(TemplateError::NoContainers(template_name));
+    };
+
+    // Required node affinity on the node's name, as DaemonSets pin pods:
+    // unlike nodeName, it still goes through the scheduler and admission.
+    let affinity = pod.affinity.get_or_insert_with(Affinity::default);
+    let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
+        node_selector_terms: vec![NodeSelectorTerm {
+            match_fields: Some(vec![NodeSelectorRequirement {
+                key: "metadata.name".to_owned(),
+                operator: "In".to_owned(),
+                values: Some(vec![order.node.to_owned()]),
+            }]),
+            ..NodeSelectorTerm::default()
+        }],
+    });
+
+    // The stale entries are on this node whatever its taints say.
+    let tolerate_all = Toleration { operator: Some("Exists".to_owned()), ..Toleration::default() };
+    let tolerations = pod.tolerations.get_or_insert_with(Vec::new);
+    if !tolerations.iter().any(|t| t.key.is_none() && t.operator.as_deref() == Some("Exists")) {
+        tolerations.push(tolerate_all);
+    }
+
+    let mut env: Vec<(&str, String)> = vec![("MODE", "flush".to_owned())];
+    env.extend(order.selection.iter().cloned());
+    env.push(("DRY_RUN", order.dry_run.to_string()));
+    for container in &mut pod.containers {
+        let vars = container.env.get_or_insert_with(Vec::new);
+        vars.retain(|v| !env.iter().any(|(k, _)| *k == v.name));
+        vars.extend(env.iter().map(|(k, v)| EnvVar {
+            name: (*k).to_owned(),
+            value: Some(v.clone()),
+            value_from: None,
+        }));
+    }
+
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: template.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".to_owned(),
+                kind: "CronJob".to_owned(),
+                name: template_name,
+                uid: template.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template() -> CronJob {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "flush-conntrack-node", "namespace": "flush-conntrack", "uid": "cj-uid"},
+            "spec": {
+                "schedule": "@yearly",
+                "suspend": true,
+                "jobTemplate": {
+                    "metadata": {"labels": {"app.kubernetes.io/name": "flush-conntrack"}, "annotations": {"team": "net"}},
+                    "spec": {
+                        "backoffLimit": 2,
+                        "template": {
+                            "metadata": {"labels": {"app.kubernetes.io/name": "flush-conntrack"}},
+                            "spec": {
+                                "hostNetwork": true,
+                                "restartPolicy": "Never",
+                                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "infra"}],
+                                "containers": [{
+                                    "name": "flush",
+                                    "image": "ghcr.io/example/flush-conntrack:1.0.0",
+                                    "env": [{"name": "LOG_FORMAT", "value": "json"}, {"name": "TARGET_PORT", "value": "1"}]
+                                }]
+                            }
+                        }
+                    }
+                }
+            }
+        }))
+        .unwrap()
+    }
+
+    fn order(run: &str) -> FlushOrder<'_> {
+        FlushOrder {
+            node: "node-a",
+            selection: vec![
+                ("TARGET_IP", "192.0.2.1".to_owned()),
+                ("TARGET_PORT", "8125".to_owned()),
+                ("TARGET_PROTOCOL", "udp".to_owned()),
+                ("KEEP_DNAT_TO", "198.51.100.6".to_owned()),
+            ],
+            dry_run: false,
+            run,
+        }
+    }
+
+    #[test]
+    fn names_are_stable_dns_1123_and_tell_runs_apart() {
+        let a = job_name("flush-conntrack-node", &order("uid-1"));
+        assert_eq!(a, job_name("flush-conntrack-node", &order("uid-1")));
+        assert_ne!(a, job_name("flush-conntrack-node", &order("uid-2")));
+        assert!(a.starts_with("flush-node-a-"), "{a}");
+        let long = "ip-10-0-1-7.eu-west-1.compute.internal.with.a.very.long.suffix.example";
+        let o = FlushOrder { node: long, ..order("uid-1") };
+        let name = job_name("t", &o);
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'), "{name}");
+        assert!(!name.starts_with('-') && !name.ends_with('-'));
+        let mut other_target = order("uid-1");
+        other_target.selection[1].1 = "8126".to_owned();
+        assert_ne!(a, job_name("flush-conntrack-node", &other_target));
+    }
+
+    #[test]
+    fn node_label_values_fit() {
+        assert_eq!(node_label_value("node-a"), "node-a");
+        let v = node_label_value(&"n".repeat(100));
+        assert!(v.len() <= 63, "{v}");
+    }
+
+    #[test]
+    fn job_copies_the_template_like_kubectl_create_job_from() {
+        let job = flush_job(&template(), "flush-node-a-0123456789", &order("uid-1")).unwrap();
+        let meta = &job.metadata;
+        assert_eq!(meta.name.as_deref(), Some("flush-node-a-0123456789"));
+        assert_eq!(meta.namespace.as_deref(), Some("flush-conntrack"));
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("CronJob", "flush-conntrack-node", "cj-uid")
+        );
+        assert_eq!(owner.controller, Some(true));
+        let annotations = meta.annotations.as_ref().unwrap();
+        assert_eq!(annotations["cronjob.kubernetes.io/instantiate"], "manual");
+        assert_eq!(annotations["team"], "net");
+        assert_eq!(annotations[NODE_ANNOTATION], "node-a");
+        assert_eq!(annotations[RUN_ANNOTATION], "uid-1");
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels["app.kubernetes.io/name"], "flush-conntrack");
+        assert_eq!(labels[NODE_LABEL], "node-a");
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(2));
+        let pod_labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!(pod_labels[NODE_LABEL], "node-a");
+    }
+
+    #[test]
+    fn job_is_pinned_tolerant_and_told_what_to_flush() {
+        let job = flush_job(&template(), "n", &order("uid-1")).unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.host_network, Some(true));
+        let terms = pod
+            .affinity
+            .unwrap()
+            .node_affinity
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .unwrap();
+        let field = &terms.node_selector_terms[0].match_fields.as_ref().unwrap()[0];
+        assert_eq!((field.key.as_str(), field.operator.as_str()), ("metadata.name", "In"));
+        assert_eq!(field.values.as_deref(), Some(&["node-a".to_owned()][..]));
+        let tolerations = pod.tolerations.unwrap();
+        assert_eq!(tolerations.len(), 2, "the template's own is kept");
+        assert!(tolerations.iter().any(|t| t.key.is_none() && t.operator.as_deref() == Some("Exists")));
+        let env: BTreeMap<String, Option<String>> =
+            pod.containers[0].env.clone().unwrap().into_iter().map(|e| (e.name, e.value)).collect();
+        assert_eq!(env["MODE"].as_deref(), Some("flush"));
+        assert_eq!(env["TARGET_IP"].as_deref(), Some("192.0.2.1"));
+        assert_eq!(env["TARGET_PORT"].as_deref(), Some("8125"), "the order wins over the template");
+        assert_eq!(env["KEEP_DNAT_TO"].as_deref(), Some("198.51.100.6"));
+        assert_eq!(env["DRY_RUN"].as_deref(), Some("false"));
+        assert_eq!(env["LOG_FORMAT"].as_deref(), Some("json"), "the template's others are kept");
+        assert_eq!(pod.containers[0].env.as_ref().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn a_template_without_containers_is_refused() {
+        let mut t = template();
+        t.spec
+            .as_mut()
+            .unwrap()
+            .job_template
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers
+            .clear();
+        assert!(
+            matches!(flush_job(&t, "n", &order("u")), Err(TemplateError::NoContainers(n)) if n == "flush-conntrack-node")
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! `MODE=spawn`: the initContainer trigger. One flush Job pinned to this
+//! node, waited for, its outcome made ours.
+
+use kube::Client;
+use tokio::time::Instant;
+
+use super::job::{self, JobState};
+use super::job_template::FlushOrder;
+use crate::config::{missing_node_name, Settings};
+use crate::error::Error;
+
+/// A Job made without a trigger pod (by hand) is one run of its own.
+const MANUAL_RUN: &str = "manual";
+
+pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Result<(), Error> {
+    let cluster = &settings.cluster;
+    let node = cluster.node_name.as_deref().ok_or_else(missing_node_name)?;
+    let template = job::template(client, namespace, &cluster.job_template).await?;
+    let run = cluster.pod_uid.as_deref().unwrap_or(MANUAL_RUN);
+    let order = FlushOrder { node, selection: settings.selection.env(), dry_run: settings.dry_run, run };
+    let job = job::build(&template, &order)?;
+    if settings.dry_run {
+        print!("{}", super::yaml(&job));
+        tracing::info!("dry run: printed the Job, created nothing");
+        return Ok(());
+    }
+    let started = Instant::now();
+    let job = job::create_or_adopt(client, &job, &order).await?;
+    let name = job.metadata.name.clone().unwrap_or_default();
+    if cluster.wait_timeout.is_zero() {
+        return Ok(());
+    }
+    finish(client, namespace, &name, node, started + cluster.wait_timeout, cluster.wait_timeout).await
+}
+
+/// Waits for one Job and turns its outcome into ours, logging the summary
+/// its pod left.
+pub async fn finish(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    node: &str,
+    deadline: Instant,
+    timeout: std::time::Duration,
+) -> Result<(), Error> {
+    match job::outcome(client, namespace, name, deadline).await? {
+        Some(JobState::Succeeded) => {
+            match job::summary(client, namespace, name).await {
+                Some(s) => tracing::info!(
+                    job = name,
+                    node,
+                    scanned = s.scanned,
+                    matched = s.matched,
+                    deleted = s.deleted,
+                    already_gone = s.already_gone,
+                    kept = s.kept,
+                    "flush Job succeeded"
+                ),
+                None => tracing::info!(job = name, node, "flush Job succeeded (its pod left no summary)"),
+            }
+            Ok(())
+        }
+        Some(JobState::Failed { reason, message }) => Err(Error::JobFailed {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            reason: format!("{reason}: {message}"),
+        }),
+        Some(JobState::Running) | None => Err(Error::TimedOut {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            seconds: timeout.as_secs(),
+            cause: job::creation_failure(client, namespace, name).await,
+        }),
+    }
+}

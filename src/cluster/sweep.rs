@@ -1,0 +1,94 @@
+//! `MODE=sweep`: the CronJob that covers every node. One flush Job per node
+//! where matching pods declare hostPorts, each deleting only what no live
+//! pod receives.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::{stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use tokio::time::Instant;
+
+use super::api::{call, Call};
+use super::hostports::{self, NodeFlush};
+use super::job;
+use super::job_template::FlushOrder;
+use crate::config::Settings;
+use crate::error::Error;
+
+/// Flush Jobs created and awaited at once; the API server and the nodes'
+/// image pulls need not take them all together.
+const AT_ONCE: usize = 4;
+
+pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Result<(), Error> {
+    let cluster = &settings.cluster;
+    let selector = cluster.sweep_selector.clone().unwrap_or_default();
+    let pods: Api<Pod> = match &cluster.sweep_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let list_call =
+        Call::new("list", "pods", cluster.sweep_namespace.as_deref().unwrap_or("(all namespaces)"));
+    let params = ListParams::default().labels(&selector);
+    let list = call(|| pods.list(&params)).await.map_err(|e| e.explain(&list_call))?;
+    let plan = hostports::plan(&list.items, &settings.selection.protocols);
+    tracing::info!(selector = %selector, pods = list.items.len(), nodes = plan.len(), "sweep planned");
+    if plan.is_empty() {
+        return Ok(());
+    }
+    let template = job::template(client, namespace, &cluster.job_template).await?;
+    // Unique per sweep run: the CronJob's pod, or the time for a run by hand.
+    let run = cluster.pod_uid.clone().unwrap_or_else(|| {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos().to_string()).unwrap_or_default()
+    });
+    let started = Instant::now();
+    let results: Vec<(String, Result<(), Error>)> = stream::iter(&plan)
+        .map(|node| async {
+            let result = one_node(client, namespace, settings, &template, node, &run, started).await;
+            (node.node.clone(), result)
+        })
+        .buffer_unordered(AT_ONCE)
+        .collect()
+        .await;
+
+    let total = results.len();
+    let mut failed = 0;
+    for (node, result) in &results {
+        if let Err(e) = result {
+            failed += 1;
+            tracing::error!(node = %node, "flush failed: {e}");
+        }
+    }
+    tracing::info!(nodes = total, failed, "sweep done");
+    match failed {
+        0 => Ok(()),
+        _ => Err(Error::SweepFailed { failed, total }),
+    }
+}
+
+async fn one_node(
+    client: &Client,
+    namespace: &str,
+    settings: &Settings,
+    template: &k8s_openapi::api::batch::v1::CronJob,
+    node: &NodeFlush,
+    run: &str,
+    started: Instant,
+) -> Result<(), Error> {
+    let order =
+        FlushOrder { node: &node.node, selection: node.selection.env(), dry_run: settings.dry_run, run };
+    let job = job::build(template, &order)?;
+    if settings.dry_run {
+        print!("---\n{}", super::yaml(&job));
+        return Ok(());
+    }
+    let job = job::create_or_adopt(client, &job, &order).await?;
+    tracing::info!(node = %node.node, pods = ?node.pods, "flush Job for the node's hostPorts");
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let timeout = settings.cluster.wait_timeout;
+    if timeout.is_zero() {
+        return Ok(());
+    }
+    super::spawn::finish(client, namespace, &name, &node.node, started + timeout, timeout).await
+}

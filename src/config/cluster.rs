@@ -1,0 +1,156 @@
+//! The variables of spawn and sweep: where the Job template lives, which
+//! node, how long to wait.
+
+use std::time::Duration;
+
+use super::{values, ConfigError};
+
+pub const DEFAULT_JOB_TEMPLATE: &str = "flush-conntrack-node";
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(120);
+const MAX_WAIT_TIMEOUT: u64 = 24 * 60 * 60;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// The node to pin the flush Job to (`spec.nodeName` via the downward API).
+    pub node_name: Option<String>,
+    /// The trigger pod's UID: part of the Job's name.
+    pub pod_uid: Option<String>,
+    /// Namespace of the template and the Jobs; `None`: the pod's own.
+    pub target_namespace: Option<String>,
+    pub job_template: String,
+    /// Zero: create and return at once.
+    pub wait_timeout: Duration,
+    pub fail_open: bool,
+    pub sweep_selector: Option<String>,
+    /// `None`: all namespaces.
+    pub sweep_namespace: Option<String>,
+}
+
+pub struct RawCluster<'a> {
+    pub node_name: &'a str,
+    pub pod_uid: &'a str,
+    pub target_namespace: &'a str,
+    pub job_template: &'a str,
+    pub wait_timeout: &'a str,
+    pub fail_open: &'a str,
+    pub sweep_selector: &'a str,
+    pub sweep_namespace: &'a str,
+}
+
+fn optional(value: &str) -> Option<String> {
+    let v = value.trim();
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+impl ClusterSettings {
+    pub fn parse(raw: RawCluster) -> Result<Self, ConfigError> {
+        let node_name = optional(raw.node_name);
+        if let Some(node) = &node_name {
+            values::dns_subdomain("NODE_NAME", node)?;
+        }
+        let target_namespace = optional(raw.target_namespace);
+        if let Some(ns) = &target_namespace {
+            values::dns_label("TARGET_NAMESPACE", ns)?;
+        }
+        let sweep_namespace = optional(raw.sweep_namespace);
+        if let Some(ns) = &sweep_namespace {
+            values::dns_label("SWEEP_NAMESPACE", ns)?;
+        }
+        let job_template = optional(raw.job_template).unwrap_or_else(|| DEFAULT_JOB_TEMPLATE.to_owned());
+        values::dns_subdomain("JOB_TEMPLATE", &job_template)?;
+        let wait_timeout = match raw.wait_timeout.trim() {
+            "" => DEFAULT_WAIT_TIMEOUT,
+            v => match v.parse::<u64>() {
+                Ok(secs) if secs <= MAX_WAIT_TIMEOUT => Duration::from_secs(secs),
+                _ => {
+                    return Err(ConfigError::new(
+                        "WAIT_TIMEOUT",
+                        raw.wait_timeout,
+                        format!("must be whole seconds from 0 (do not wait) to {MAX_WAIT_TIMEOUT}"),
+                    ))
+                }
+            },
+        };
+        Ok(ClusterSettings {
+            node_name,
+            pod_uid: optional(raw.pod_uid),
+            target_namespace,
+            job_template,
+            wait_timeout,
+            fail_open: values::boolean("FAIL_OPEN", raw.fail_open)?,
+            sweep_selector: optional(raw.sweep_selector),
+            sweep_namespace,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawCluster<'static> {
+        RawCluster {
+            node_name: "",
+            pod_uid: "",
+            target_namespace: "",
+            job_template: "",
+            wait_timeout: "",
+            fail_open: "",
+            sweep_selector: "",
+            sweep_namespace: "",
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ClusterSettings::parse(raw()).unwrap();
+        assert_eq!(c.job_template, "flush-conntrack-node");
+        assert_eq!(c.wait_timeout, Duration::from_secs(120));
+        assert!(!c.fail_open);
+        assert_eq!((c.node_name, c.target_namespace, c.sweep_selector), (None, None, None));
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = ClusterSettings::parse(RawCluster {
+            node_name: "ip-10-0-1-7.eu-west-1.compute.internal",
+            pod_uid: "6f1d-uid",
+            target_namespace: "flush-conntrack",
+            job_template: "my-template",
+            wait_timeout: "0",
+            fail_open: "true",
+            sweep_selector: "app=statsd",
+            sweep_namespace: "monitoring",
+        })
+        .unwrap();
+        assert_eq!(c.wait_timeout, Duration::ZERO);
+        assert!(c.fail_open);
+        assert_eq!(c.sweep_namespace.as_deref(), Some("monitoring"));
+    }
+
+    #[test]
+    fn refusals_name_the_variable() {
+        for (field, value) in [
+            ("WAIT_TIMEOUT", "-1"),
+            ("WAIT_TIMEOUT", "2m"),
+            ("WAIT_TIMEOUT", "999999"),
+            ("FAIL_OPEN", "sometimes"),
+            ("TARGET_NAMESPACE", "Flush_Conntrack"),
+            ("SWEEP_NAMESPACE", "a.b"),
+            ("JOB_TEMPLATE", "-bad"),
+            ("NODE_NAME", "node name"),
+        ] {
+            let mut r = raw();
+            match field {
+                "WAIT_TIMEOUT" => r.wait_timeout = value,
+                "FAIL_OPEN" => r.fail_open = value,
+                "TARGET_NAMESPACE" => r.target_namespace = value,
+                "SWEEP_NAMESPACE" => r.sweep_namespace = value,
+                "JOB_TEMPLATE" => r.job_template = value,
+                _ => r.node_name = value,
+            }
+            let e = ClusterSettings::parse(r).unwrap_err();
+            assert_eq!((e.variable, e.value.as_str()), (field, value), "{e}");
+        }
+    }
+}
