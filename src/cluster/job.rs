@@ -19,6 +19,7 @@ use crate::report::Summary;
 /// A server-side watch ends after this long and is opened again, so that a
 /// silently dropped connection cannot outlast it.
 const WATCH_WINDOW: Duration = Duration::from_secs(50);
+const REWATCH_PAUSE: Duration = Duration::from_millis(200);
 
 pub async fn template(client: &Client, namespace: &str, name: &str) -> Result<CronJob, Error> {
     let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), namespace);
@@ -86,13 +87,20 @@ pub fn state(job: &Job) -> JobState {
 }
 
 /// Watches the Job until it succeeds or fails; `None` when the deadline
-/// comes first.
+/// comes first, whatever the API server is doing by then.
 pub async fn outcome(
     client: &Client,
     namespace: &str,
     name: &str,
     deadline: Instant,
 ) -> Result<Option<JobState>, Error> {
+    match tokio::time::timeout_at(deadline, watch_until_final(client, namespace, name)).await {
+        Ok(result) => result.map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+async fn watch_until_final(client: &Client, namespace: &str, name: &str) -> Result<JobState, Error> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let get = Call::new("get", "jobs", namespace);
     let watch = Call::new("watch", "jobs", namespace);
@@ -100,38 +108,30 @@ pub async fn outcome(
         let job = call(|| jobs.get(name)).await.map_err(|e| e.explain(&get))?;
         let now = state(&job);
         if now != JobState::Running {
-            return Ok(Some(now));
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(None);
+            return Ok(now);
         }
         let version = job.metadata.resource_version.clone().unwrap_or_default();
-        let window = left.min(WATCH_WINDOW).as_secs().max(1) as u32;
-        let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(window);
+        let params = WatchParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .timeout(WATCH_WINDOW.as_secs() as u32);
         let stream = call(|| jobs.watch(&params, &version)).await.map_err(|e| e.explain(&watch))?;
         let mut stream = std::pin::pin!(stream);
-        loop {
-            let event = match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_) => return Ok(None),
-                Ok(None) => break,
-                Ok(Some(event)) => event,
-            };
+        while let Some(event) = stream.next().await {
             match event {
                 Ok(WatchEvent::Added(job)) | Ok(WatchEvent::Modified(job)) => {
                     let now = state(&job);
                     if now != JobState::Running {
-                        return Ok(Some(now));
+                        return Ok(now);
                     }
                 }
                 Ok(WatchEvent::Deleted(_)) => {
-                    return Ok(Some(JobState::Failed {
+                    return Ok(JobState::Failed {
                         reason: "Deleted".to_owned(),
                         message: "the Job was deleted before it finished".to_owned(),
-                    }))
+                    })
                 }
                 Ok(WatchEvent::Bookmark(_)) => {}
-                // 410 Gone and broken streams: read the Job again and watch anew.
+                // 410 Gone and broken streams: read the Job again, watch anew.
                 Ok(WatchEvent::Error(status)) => {
                     tracing::debug!(code = status.code, message = %status.message, "watch ended");
                     break;
@@ -142,6 +142,8 @@ pub async fn outcome(
                 }
             }
         }
+        // A watch that keeps breaking at once must not spin.
+        tokio::time::sleep(REWATCH_PAUSE).await;
     }
 }
 

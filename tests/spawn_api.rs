@@ -1,0 +1,390 @@
+//! Spawn and sweep against a mocked API server (`tower_test::mock::pair`):
+//! each test answers the requests the flow makes, with real status codes
+//! and Status bodies, and checks what was asked.
+
+use std::sync::{Arc, Mutex};
+
+use flush_conntrack::config::Settings;
+use flush_conntrack::error::{Error, EXIT_CONFIG, EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_TIMED_OUT};
+use http::{Method, Request, Response};
+use k8s_openapi::api::batch::v1::Job;
+use kube::client::Body;
+use kube::Client;
+use serde_json::{json, Value};
+
+const NS: &str = "flush-conntrack";
+
+fn settings(extra: &[(&str, &str)]) -> Settings {
+    let mut vars = vec![
+        ("MODE", "spawn"),
+        ("NODE_NAME", "node-a"),
+        ("POD_UID", "7d3c-uid"),
+        ("TARGET_IP", "192.0.2.1"),
+        ("TARGET_PORT", "8125"),
+        ("KEEP_DNAT_TO", "10.244.1.6"),
+        ("WAIT_TIMEOUT", "30"),
+    ];
+    for (k, v) in extra {
+        vars.retain(|(key, _)| key != k);
+        vars.push((k, v));
+    }
+    Settings::from_vars(vars.into_iter().map(|(k, v)| (k.into(), v.into()))).expect("valid settings")
+}
+
+fn template() -> Value {
+    json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "flush-conntrack-node", "namespace": NS, "uid": "cj-uid", "resourceVersion": "1"},
+        "spec": {"schedule": "@yearly", "suspend": true, "jobTemplate": {"spec": {"template": {"spec": {
+            "hostNetwork": true, "restartPolicy": "Never",
+            "containers": [{"name": "flush", "image": "flush-conntrack:test"}]
+        }}}}}
+    })
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+fn with_condition(job: &Value, kind: &str) -> Value {
+    let mut job = job.clone();
+    job["metadata"]["resourceVersion"] = json!("9");
+    job["status"] = json!({"conditions": [{"type": kind, "status": "True", "reason": "BackoffLimitExceeded",
+                                            "message": "Job has reached the specified backoff limit"}]});
+    job
+}
+
+fn summary_pod(job: &str) -> Value {
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
+        "metadata": {"name": format!("{job}-x"), "namespace": NS, "labels": {"batch.kubernetes.io/job-name": job}},
+        "status": {"containerStatuses": [{"name": "flush", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "message":
+                "{\"dry_run\":false,\"scanned\":3,\"matched\":2,\"deleted\":2,\"already_gone\":0,\"kept\":1,\"failed\":0,\"kernel_flushed\":0,\"elapsed_seconds\":0.01}"}}}]}
+    }]})
+}
+
+/// What the fake answered, request by request.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: Method,
+    path: String,
+    query: String,
+    body: Value,
+}
+
+type Route = Box<dyn FnMut(&Seen) -> Option<(u16, String)> + Send>;
+
+/// Serves requests with `route` until the client is dropped; a request the
+/// route has no answer for is answered 500 and fails the test afterwards.
+fn serve(mut route: Route) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes =
+                http_body_util::BodyExt::collect(body).await.map(|b| b.to_bytes()).unwrap_or_default();
+            let s = Seen {
+                method: parts.method,
+                path: parts.uri.path().to_owned(),
+                query: parts.uri.query().unwrap_or_default().to_owned(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
+            log.lock().unwrap().push(s.clone());
+            let (code, text) =
+                route(&s).unwrap_or_else(|| (500, status(500, "Unexpected", &format!("{s:?}")).to_string()));
+            send.send_response(Response::builder().status(code).body(Body::from(text.into_bytes())).unwrap());
+        }
+    });
+    (Client::new(service, NS), seen)
+}
+
+fn ok(v: Value) -> Option<(u16, String)> {
+    Some((200, v.to_string()))
+}
+
+fn watch_event(kind: &str, object: &Value) -> Option<(u16, String)> {
+    Some((200, format!("{}\n", json!({"type": kind, "object": object}))))
+}
+
+const CRONJOB: &str = "/apis/batch/v1/namespaces/flush-conntrack/cronjobs/flush-conntrack-node";
+const JOBS: &str = "/apis/batch/v1/namespaces/flush-conntrack/jobs";
+
+/// The usual cluster: the template exists, the POST creates, the Job
+/// finishes with `final_condition` seen through the watch.
+fn cluster(create: (u16, Option<Value>), final_condition: &'static str) -> Route {
+    let created: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
+    Box::new(move |s: &Seen| {
+        let job = created.lock().unwrap().clone();
+        match (&s.method, s.path.as_str()) {
+            (&Method::GET, CRONJOB) => ok(template()),
+            (&Method::POST, JOBS) => {
+                let mut body = s.body.clone();
+                body["metadata"]["resourceVersion"] = json!("5");
+                body["metadata"]["uid"] = json!("job-uid");
+                *created.lock().unwrap() = Some(create.1.clone().unwrap_or(body.clone()));
+                Some((
+                    create.0,
+                    if create.0 == 201 { body.to_string() } else { status(create.0, "X", "x").to_string() },
+                ))
+            }
+            (&Method::GET, p) if p.starts_with(JOBS) && s.query.contains("watch=true") => {
+                watch_event("MODIFIED", &with_condition(job.as_ref()?, final_condition))
+            }
+            (&Method::GET, p) if p.starts_with(JOBS) => ok(job?),
+            (&Method::GET, "/api/v1/namespaces/flush-conntrack/pods") => {
+                ok(summary_pod(job?["metadata"]["name"].as_str()?))
+            }
+            _ => None,
+        }
+    })
+}
+
+async fn spawn(client: &Client, settings: &Settings) -> Result<(), Error> {
+    flush_conntrack::cluster::spawn::run(client, NS, settings).await
+}
+
+#[tokio::test]
+async fn creates_the_pinned_job_waits_for_complete_and_reads_the_summary() {
+    let (client, seen) = serve(cluster((201, None), "Complete"));
+    spawn(&client, &settings(&[])).await.expect("spawn succeeds");
+    let seen = seen.lock().unwrap().clone();
+    let posts: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::POST).collect();
+    assert_eq!(posts.len(), 1);
+    let job: Job = serde_json::from_value(posts[0].body.clone()).expect("a Job was posted");
+    let name = job.metadata.name.clone().unwrap();
+    assert!(name.starts_with("flush-node-a-") && name.len() <= 63, "{name}");
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let affinity = serde_json::to_value(pod.affinity.unwrap()).unwrap();
+    assert_eq!(
+        affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+            ["matchFields"][0],
+        json!({"key": "metadata.name", "operator": "In", "values": ["node-a"]})
+    );
+    let env = serde_json::to_value(&pod.containers[0].env).unwrap();
+    for (k, v) in [
+        ("MODE", "flush"),
+        ("TARGET_IP", "192.0.2.1"),
+        ("TARGET_PORT", "8125"),
+        ("KEEP_DNAT_TO", "10.244.1.6"),
+    ] {
+        assert!(env.as_array().unwrap().contains(&json!({"name": k, "value": v})), "{k}: {env}");
+    }
+    assert!(
+        seen.iter().any(|s| s.query.contains("watch=true") && s.query.contains("metadata.name")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|s| s.path.ends_with("/pods") && s.query.contains("job-name")),
+        "summary read back"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_trigger_adopts_its_job_on_409() {
+    // The Job an earlier run of the same pod made: same name, ours.
+    let (probe, _) = serve(cluster((201, None), "Complete"));
+    spawn(&probe, &settings(&[])).await.unwrap();
+    let earlier = {
+        let s = settings(&[]);
+        let template: k8s_openapi::api::batch::v1::CronJob = serde_json::from_value(template()).unwrap();
+        let order = flush_conntrack::cluster::job_template::FlushOrder {
+            node: "node-a",
+            selection: s.selection.env(),
+            dry_run: false,
+            run: "7d3c-uid",
+        };
+        let mut v =
+            serde_json::to_value(flush_conntrack::cluster::job::build(&template, &order).unwrap()).unwrap();
+        v["metadata"]["resourceVersion"] = json!("5");
+        v
+    };
+    let (client, seen) = serve(cluster((409, Some(earlier.clone())), "Complete"));
+    spawn(&client, &settings(&[])).await.expect("adopted and finished");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.iter().filter(|s| s.method == Method::POST).count(), 1, "never a second create");
+    assert!(seen
+        .iter()
+        .any(|s| s.method == Method::GET && s.path.ends_with(earlier["metadata"]["name"].as_str().unwrap())));
+
+    // Another run's Job under the same name is not adopted.
+    let mut foreign = earlier;
+    foreign["metadata"]["annotations"]["flush-conntrack/run"] = json!("another-pod");
+    let (client, _) = serve(cluster((409, Some(foreign)), "Complete"));
+    let e = spawn(&client, &settings(&[])).await.unwrap_err();
+    assert!(matches!(e, Error::NameTaken { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn a_failed_job_fails_the_run() {
+    let (client, _) = serve(cluster((201, None), "Failed"));
+    let e = spawn(&client, &settings(&[])).await.unwrap_err();
+    assert_eq!(e.exit_code(), EXIT_JOB_FAILED);
+    assert!(e.to_string().contains("BackoffLimitExceeded"), "{e}");
+    assert!(e.to_string().contains("kubectl -n flush-conntrack logs job/flush-node-a-"), "{e}");
+
+    let (client, _) = serve(cluster((201, None), "FailureTarget"));
+    assert_eq!(spawn(&client, &settings(&[])).await.unwrap_err().exit_code(), EXIT_JOB_FAILED);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_whose_pods_are_refused_times_out_quoting_the_reason() {
+    let created: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
+    let route: Route = Box::new(move |s: &Seen| match (&s.method, s.path.as_str()) {
+        (&Method::GET, CRONJOB) => ok(template()),
+        (&Method::POST, JOBS) => {
+            let mut body = s.body.clone();
+            body["metadata"]["resourceVersion"] = json!("5");
+            *created.lock().unwrap() = Some(body.clone());
+            Some((201, body.to_string()))
+        }
+        // The watch sees nothing happen: the stream just ends.
+        (&Method::GET, p) if p.starts_with(JOBS) && s.query.contains("watch=true") => {
+            Some((200, String::new()))
+        }
+        (&Method::GET, p) if p.starts_with(JOBS) => ok(created.lock().unwrap().clone()?),
+        (&Method::GET, "/api/v1/namespaces/flush-conntrack/events") => ok(json!({
+            "kind": "EventList", "apiVersion": "v1", "metadata": {},
+            "items": [{"metadata": {"name": "e1"}, "involvedObject": {"kind": "Job"}, "reason": "FailedCreate",
+                       "message": "Error creating: pods \"flush-x\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)"}]
+        })),
+        _ => None,
+    });
+    let (client, seen) = serve(route);
+    let e = spawn(&client, &settings(&[("WAIT_TIMEOUT", "3")])).await.unwrap_err();
+    assert_eq!(e.exit_code(), EXIT_TIMED_OUT, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("WAIT_TIMEOUT=3s") && text.contains("violates PodSecurity"), "{text}");
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.query.contains("reason%3DFailedCreate") || s.query.contains("reason=FailedCreate")));
+}
+
+#[tokio::test]
+async fn forbidden_names_what_to_grant() {
+    let route = || -> Route {
+        Box::new(|s: &Seen| {
+            match (&s.method, s.path.as_str()) {
+            (&Method::GET, CRONJOB) => ok(template()),
+            (&Method::POST, JOBS) => Some((
+                403,
+                status(403, "Forbidden", "jobs.batch is forbidden: User \"system:serviceaccount:monitoring:statsd\" cannot create resource \"jobs\"").to_string(),
+            )),
+            _ => None,
+        }
+        })
+    };
+    let (client, _) = serve(route());
+    let e = spawn(&client, &settings(&[])).await.unwrap_err();
+    assert_eq!(e.exit_code(), EXIT_REFUSED);
+    let text = e.to_string();
+    assert!(
+        text.contains("may not create jobs in namespace flush-conntrack")
+            && text.contains("cannot create resource"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_template_says_which_kustomization_creates_it() {
+    let route: Route = Box::new(|s: &Seen| match (&s.method, s.path.as_str()) {
+        (&Method::GET, CRONJOB) => Some((
+            404,
+            status(404, "NotFound", "cronjobs.batch \"flush-conntrack-node\" not found").to_string(),
+        )),
+        _ => None,
+    });
+    let (client, seen) = serve(route);
+    let e = spawn(&client, &settings(&[])).await.unwrap_err();
+    assert_eq!(e.exit_code(), EXIT_CONFIG);
+    assert!(e.to_string().contains("kubectl apply -k kustomize/base"), "{e}");
+    assert_eq!(seen.lock().unwrap().len(), 1, "nothing created");
+}
+
+#[tokio::test]
+async fn wait_timeout_zero_creates_and_returns() {
+    let (client, seen) = serve(cluster((201, None), "Complete"));
+    spawn(&client, &settings(&[("WAIT_TIMEOUT", "0")])).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "get template, create: {seen:?}");
+}
+
+#[tokio::test]
+async fn dry_run_creates_nothing() {
+    let (client, seen) = serve(cluster((201, None), "Complete"));
+    spawn(&client, &settings(&[("DRY_RUN", "true")])).await.unwrap();
+    assert!(seen.lock().unwrap().iter().all(|s| s.method == Method::GET));
+}
+
+fn agent(name: &str, node: &str, host_ip: &str, pod_ip: &str, phase: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": "monitoring"},
+        "spec": {"nodeName": node, "containers": [{"name": "agent", "ports": [
+            {"containerPort": 8125, "hostPort": 8125, "protocol": "UDP"}]}]},
+        "status": {"phase": phase, "hostIP": host_ip, "podIP": pod_ip}
+    })
+}
+
+#[tokio::test]
+async fn sweep_spawns_one_job_per_node_with_its_targets() {
+    let jobs: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+    let store = jobs.clone();
+    let route: Route = Box::new(move |s: &Seen| {
+        let find = |name: &str| store.lock().unwrap().iter().find(|j| j["metadata"]["name"] == name).cloned();
+        match (&s.method, s.path.as_str()) {
+            (&Method::GET, "/api/v1/namespaces/monitoring/pods") => {
+                assert!(s.query.contains("labelSelector=app%3Dstatsd"), "{}", s.query);
+                ok(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
+                    agent("statsd-a", "node-a", "192.0.2.1", "10.244.1.5", "Running"),
+                    agent("statsd-b", "node-b", "192.0.2.2", "10.244.2.5", "Running"),
+                    agent("statsd-c", "node-c", "192.0.2.3", "10.244.3.5", "Running"),
+                    agent("statsd-d", "node-d", "192.0.2.4", "10.244.4.5", "Pending"),
+                ]}))
+            }
+            (&Method::GET, CRONJOB) => ok(template()),
+            (&Method::POST, JOBS) => {
+                let mut body = s.body.clone();
+                body["metadata"]["resourceVersion"] = json!("5");
+                store.lock().unwrap().push(body.clone());
+                Some((201, body.to_string()))
+            }
+            (&Method::GET, p) if p.starts_with(JOBS) && s.query.contains("watch=true") => {
+                let name = s.query.split("metadata.name%3D").nth(1)?.split('&').next()?.to_owned();
+                watch_event("MODIFIED", &with_condition(&find(&name)?, "Complete"))
+            }
+            (&Method::GET, p) if p.starts_with(JOBS) => ok(find(p.rsplit('/').next()?)?),
+            (&Method::GET, "/api/v1/namespaces/flush-conntrack/pods") => {
+                let name = s.query.split("job-name%3D").nth(1)?.split('&').next()?.to_owned();
+                ok(summary_pod(&name))
+            }
+            _ => None,
+        }
+    });
+    let (client, seen) = serve(route);
+    let s =
+        settings(&[("MODE", "sweep"), ("SWEEP_SELECTOR", "app=statsd"), ("SWEEP_NAMESPACE", "monitoring")]);
+    flush_conntrack::cluster::sweep::run(&client, NS, &s).await.expect("sweep succeeds");
+    let jobs = jobs.lock().unwrap().clone();
+    assert_eq!(jobs.len(), 3, "one per node with a running agent");
+    for (node, host_ip, pod_ip) in [
+        ("node-a", "192.0.2.1", "10.244.1.5"),
+        ("node-b", "192.0.2.2", "10.244.2.5"),
+        ("node-c", "192.0.2.3", "10.244.3.5"),
+    ] {
+        let job = jobs.iter().find(|j| j["metadata"]["labels"]["flush-conntrack/node"] == node).expect(node);
+        let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
+        for (k, v) in [
+            ("TARGET_IP", host_ip),
+            ("TARGET_PORT", "8125"),
+            ("KEEP_DNAT_TO", pod_ip),
+            ("TARGET_PROTOCOL", "udp"),
+        ] {
+            assert!(env.as_array().unwrap().contains(&json!({"name": k, "value": v})), "{node} {k}: {env}");
+        }
+    }
+    assert!(seen.lock().unwrap().iter().all(|s| !s.path.contains("node-d")));
+}
