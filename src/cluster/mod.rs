@@ -16,6 +16,11 @@ use crate::error::Error;
 /// an initContainer never holds its pod back. Configuration errors are not
 /// failures of the cluster: they stay errors.
 pub fn run(mode: Mode, settings: &Settings) -> Result<(), Error> {
+    // MODE=auto may choose spawn only now: its requirements are checked
+    // before anything is contacted, like every other configuration.
+    if mode == Mode::Spawn && settings.cluster.node_name.is_none() {
+        return Err(Error::Config(crate::config::missing_node_name()));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,0 +1,263 @@
+//! The real binary against a fake API server on loopback, reached through a
+//! KUBECONFIG as a pod's client would reach a cluster. Every Job it creates
+//! or prints is validated against the Kubernetes OpenAPI schema.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+use testbed::apiserver::{Behaviour, Controller, Create, FakeApi};
+use testbed::validate;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");
+const NS: &str = "flush-conntrack";
+
+/// The node-flush template as jobs/ ships it, in essence.
+fn template() -> CronJob {
+    serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "flush-conntrack-node", "namespace": NS},
+        "spec": {"schedule": "0 0 1 1 *", "suspend": true, "jobTemplate": {
+            "metadata": {"labels": {"app.kubernetes.io/name": "flush-conntrack"}},
+            "spec": {"backoffLimit": 1, "ttlSecondsAfterFinished": 600, "activeDeadlineSeconds": 120,
+            "template": {"metadata": {"labels": {"app.kubernetes.io/name": "flush-conntrack"}},
+            "spec": {
+                "hostNetwork": true, "restartPolicy": "Never", "serviceAccountName": "flush-conntrack-node",
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "flush", "image": "ghcr.io/flush-conntrack/flush-conntrack:0.1.0",
+                    "env": [{"name": "LOG_FORMAT", "value": "json"}],
+                    "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                        "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}}]
+            }}}}}
+    }))
+    .expect("template")
+}
+
+fn agent(name: &str, node: &str, host_ip: &str, pod_ip: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "monitoring", "labels": {"app": "statsd"}},
+        "spec": {"nodeName": node, "containers": [{"name": "agent", "ports": [
+            {"containerPort": 8125, "hostPort": 8125, "protocol": "UDP"}]}]},
+        "status": {"phase": "Running", "hostIP": host_ip, "podIP": pod_ip}
+    }))
+    .expect("pod")
+}
+
+struct Cluster {
+    api: FakeApi,
+    dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    fn new(behaviour: Behaviour) -> Cluster {
+        let api = FakeApi::start(behaviour);
+        api.add_cronjob(template());
+        let dir = std::env::temp_dir().join(format!("fct-kube-{}-{}", std::process::id(), api.addr.port()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Cluster { api, dir }
+    }
+
+    fn command(&self, env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear().env("KUBECONFIG", self.api.kubeconfig(&self.dir, NS));
+        let defaults = [
+            ("MODE", "spawn"),
+            ("NODE_NAME", "node-a"),
+            ("POD_UID", "2b9e1c4a-uid"),
+            ("TARGET_IP", "192.0.2.1"),
+            ("TARGET_PORT", "8125"),
+            ("KEEP_DNAT_TO", "10.244.1.6"),
+            ("WAIT_TIMEOUT", "20"),
+        ];
+        for (k, v) in defaults {
+            if !env.iter().any(|(key, _)| *key == k) {
+                cmd.env(k, v);
+            }
+        }
+        cmd.envs(env.iter().copied());
+        cmd
+    }
+
+    fn run(&self, env: &[(&str, &str)]) -> Output {
+        self.command(env).output().expect("binary runs")
+    }
+
+    fn validate_jobs(&self, test: &str) {
+        let jobs: Vec<String> = self.api.jobs().iter().map(|j| json!(j).to_string()).collect();
+        assert!(!jobs.is_empty());
+        if validate::available(test) {
+            validate::strictly(test, &jobs).unwrap_or_else(|e| panic!("{test}: invalid Job: {e}"));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn spawn_creates_a_valid_pinned_job_and_reports_its_summary() {
+    let c = Cluster::new(Behaviour::default());
+    let out = c.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains("flush Job succeeded") && log.contains("deleted=2") && log.contains("kept=1"),
+        "{log}"
+    );
+    assert_eq!(c.api.jobs().len(), 1);
+    c.validate_jobs("spawn_creates_a_valid_pinned_job_and_reports_its_summary");
+}
+
+#[test]
+fn a_restarted_trigger_adopts_its_job() {
+    let c = Cluster::new(Behaviour::default());
+    for _ in 0..2 {
+        let out = c.run(&[]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert_eq!(c.api.jobs().len(), 1, "one Job for one trigger pod");
+    let posts: Vec<u16> =
+        c.api.requests().into_iter().filter(|(r, _)| r.starts_with("POST")).map(|(_, s)| s).collect();
+    assert_eq!(posts, vec![201, 409]);
+    let out = c.run(&[("POD_UID", "next-pod-uid")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(c.api.jobs().len(), 2, "a new trigger pod gets a flush of its own");
+}
+
+#[test]
+fn a_failed_job_exits_4_and_fail_open_exits_0() {
+    let c = Cluster::new(Behaviour { controller: Controller::Fail, ..Behaviour::default() });
+    let out = c.run(&[]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("BackoffLimitExceeded"), "{}", stderr(&out));
+    let out = c.run(&[("FAIL_OPEN", "true"), ("POD_UID", "other")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("FAIL_OPEN=true"), "{}", stderr(&out));
+}
+
+#[test]
+fn forbidden_exits_6_naming_the_verb_and_resource() {
+    let c = Cluster::new(Behaviour { create: Create::Forbidden, ..Behaviour::default() });
+    let out = c.run(&[]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains("may not create jobs in namespace flush-conntrack") && log.contains("RoleBinding"),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_invalid_job_exits_6_quoting_the_server() {
+    let reason =
+        "ValidatingAdmissionPolicy 'flush-conntrack-jobs' denied request: only the flush image may run";
+    let c = Cluster::new(Behaviour { create: Create::Invalid(reason.to_owned()), ..Behaviour::default() });
+    let out = c.run(&[]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains(reason) && stderr(&out).contains("422"), "{}", stderr(&out));
+}
+
+#[test]
+fn refused_pods_time_out_with_the_pod_security_reason() {
+    let refusal = "violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)";
+    let c = Cluster::new(Behaviour {
+        controller: Controller::RefusePods(refusal.to_owned()),
+        ..Behaviour::default()
+    });
+    let out = c.run(&[("WAIT_TIMEOUT", "2")]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains(refusal), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unreachable_api_exits_7_after_bounded_retries() {
+    let c = Cluster::new(Behaviour::default());
+    let dir = c.dir.join("closed");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let text = std::fs::read_to_string(c.api.kubeconfig(&dir, NS))
+        .unwrap()
+        .replace(&c.api.addr.to_string(), &closed.to_string());
+    std::fs::write(&kubeconfig, text).unwrap();
+    let started = Instant::now();
+    let out = c.command(&[]).env("KUBECONFIG", &kubeconfig).output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(stderr(&out).contains("did not answer after 3 attempts"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(15), "bounded: {:?}", started.elapsed());
+}
+
+#[test]
+fn sigterm_ends_the_wait_promptly() {
+    let c = Cluster::new(Behaviour { controller: Controller::Idle, ..Behaviour::default() });
+    let child = c.command(&[("WAIT_TIMEOUT", "300")]).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.api.jobs().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let sent = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(sent.elapsed() < Duration::from_secs(2), "{:?}", sent.elapsed());
+}
+
+#[test]
+fn dry_run_prints_a_valid_job_and_creates_nothing() {
+    let c = Cluster::new(Behaviour::default());
+    let out = c.run(&[("DRY_RUN", "true")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(c.api.jobs().is_empty());
+    let yaml = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(yaml.contains("kind: Job") && yaml.contains("metadata.name"), "{yaml}");
+    if validate::available("dry_run_prints_a_valid_job_and_creates_nothing") {
+        validate::strictly("dry-run", &[yaml]).unwrap_or_else(|e| panic!("invalid Job: {e}"));
+    }
+}
+
+#[test]
+fn sweep_spawns_a_valid_job_per_node() {
+    let c = Cluster::new(Behaviour::default());
+    c.api.add_pod(agent("statsd-a", "node-a", "192.0.2.1", "10.244.1.5"));
+    c.api.add_pod(agent("statsd-b", "node-b", "192.0.2.2", "10.244.2.5"));
+    c.api.add_pod(agent("statsd-c", "node-c", "192.0.2.3", "10.244.3.5"));
+    let out = c.run(&[
+        ("MODE", "sweep"),
+        ("SWEEP_SELECTOR", "app=statsd"),
+        ("NODE_NAME", ""),
+        ("TARGET_IP", ""),
+        ("TARGET_PORT", ""),
+        ("KEEP_DNAT_TO", ""),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let jobs = c.api.jobs();
+    assert_eq!(jobs.len(), 3, "{}", stderr(&out));
+    for job in &jobs {
+        let v = json!(job);
+        let node = v["metadata"]["labels"]["flush-conntrack/node"].as_str().unwrap().to_owned();
+        let env = &v["spec"]["template"]["spec"]["containers"][0]["env"];
+        let host = match node.as_str() {
+            "node-a" => "192.0.2.1",
+            "node-b" => "192.0.2.2",
+            _ => "192.0.2.3",
+        };
+        assert!(
+            env.as_array().unwrap().contains(&json!({"name": "TARGET_IP", "value": host})),
+            "{node}: {env}"
+        );
+    }
+    assert!(stderr(&out).contains("sweep done") && stderr(&out).contains("failed=0"), "{}", stderr(&out));
+    c.validate_jobs("sweep_spawns_a_valid_job_per_node");
+}
