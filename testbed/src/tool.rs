@@ -20,6 +20,9 @@ pub struct Options<'a> {
     pub without_net_admin: bool,
     /// Bind this directory over `/dev` in a private mount namespace.
     pub dev: Option<&'a Path>,
+    /// chroot into this directory before exec (the binary path is then
+    /// inside it).
+    pub root: Option<&'a Path>,
 }
 
 pub fn command(binary: &str, ns: &Netns, env: &[(&str, &str)], options: Options) -> Command {
@@ -29,6 +32,8 @@ pub fn command(binary: &str, ns: &Netns, env: &[(&str, &str)], options: Options)
     let netns = File::open(ns.path()).expect("namespace exists");
     let dev = options.dev.map(|d| CString::new(d.as_os_str().as_encoded_bytes()).expect("path without NUL"));
     let without_net_admin = options.without_net_admin;
+    let root =
+        options.root.map(|d| CString::new(d.as_os_str().as_encoded_bytes()).expect("path without NUL"));
     // SAFETY: only async-signal-safe calls between fork and exec; every
     // allocation (CStrings, the fd) happened before.
     unsafe {
@@ -59,6 +64,11 @@ pub fn command(binary: &str, ns: &Netns, env: &[(&str, &str)], options: Options)
                     std::ptr::null(),
                 ) != 0
                 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(root) = &root {
+                if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }

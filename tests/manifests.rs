@@ -1,0 +1,244 @@
+//! The manifests as a cluster receives them: every kustomization rendered
+//! with `kubectl kustomize`, every object validated against the Kubernetes
+//! OpenAPI schemas, the Dockerfile linted, and the security properties that
+//! make installing this safe read from the rendered YAML, so that a later
+//! edit adding a wildcard verb or `privileged: true` fails here.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+use testbed::{require, validate};
+
+const KUSTOMIZATIONS: &[&str] = &["jobs", "kustomize/base", "kustomize/overlays/statsd"];
+const ONE_OFF: &str = "jobs/flush-conntrack-sweep-once.yaml";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn render(kustomization: &str) -> Vec<Value> {
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(root().join(kustomization))
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {kustomization}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    documents(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(text).expect("YAML").into_iter().filter(|d| !d.is_null()).collect()
+}
+
+fn one_off() -> Vec<Value> {
+    documents(&std::fs::read_to_string(root().join(ONE_OFF)).expect("one-off Job"))
+}
+
+/// Everything a cluster could receive from this repository.
+fn everything() -> Vec<Value> {
+    let mut all: Vec<Value> = KUSTOMIZATIONS.iter().flat_map(|k| render(k)).collect();
+    all.extend(one_off());
+    all
+}
+
+fn name(doc: &Value) -> String {
+    format!("{}/{}", doc["kind"].as_str().unwrap_or("?"), doc["metadata"]["name"].as_str().unwrap_or("?"))
+}
+
+/// The pod specs inside a workload, wherever its kind keeps them.
+fn pod_spec(doc: &Value) -> Option<&Value> {
+    match doc["kind"].as_str()? {
+        "CronJob" => Some(&doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]),
+        "Job" | "DaemonSet" | "Deployment" => Some(&doc["spec"]["template"]["spec"]),
+        _ => None,
+    }
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kind}/{name}"))
+}
+
+fn tools_ok(test: &str) -> bool {
+    require::tools(test, &["kubectl"])
+}
+
+#[test]
+fn every_kustomization_renders_and_every_object_validates() {
+    if !tools_ok("every_kustomization_renders_and_every_object_validates")
+        || !validate::available("every_kustomization_renders_and_every_object_validates")
+    {
+        return;
+    }
+    for k in KUSTOMIZATIONS {
+        let docs: Vec<String> = render(k).iter().map(Value::to_string).collect();
+        assert!(!docs.is_empty(), "{k} renders nothing");
+        validate::strictly(&k.replace('/', "-"), &docs).unwrap_or_else(|e| panic!("{k}: {e}"));
+    }
+    let mut files = 0;
+    for file in std::fs::read_dir(root().join("jobs")).unwrap().flatten() {
+        let path = file.path();
+        if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        validate::strictly("jobs-file", &[text]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        files += 1;
+    }
+    assert_eq!(files, 3, "the node template, the sweep and the one-off sweep, each on its own");
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    if !require::tools("the_dockerfile_passes_hadolint", &["hadolint"]) {
+        return;
+    }
+    let out = Command::new("hadolint").arg(root().join("Dockerfile")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn no_wildcard_rbac_and_nothing_privileged_anywhere() {
+    if !tools_ok("no_wildcard_rbac_and_nothing_privileged_anywhere") {
+        return;
+    }
+    let all = everything();
+    for doc in &all {
+        if matches!(doc["kind"].as_str(), Some("Role" | "ClusterRole")) {
+            for rule in doc["rules"].as_array().expect("rules") {
+                for field in ["verbs", "resources", "apiGroups", "resourceNames", "nonResourceURLs"] {
+                    for v in rule[field].as_array().into_iter().flatten() {
+                        assert_ne!(v, "*", "{} grants a wildcard in {field}", name(doc));
+                    }
+                }
+                let verbs: Vec<&str> =
+                    rule["verbs"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+                for risky in
+                    ["escalate", "bind", "impersonate", "delete", "deletecollection", "patch", "update"]
+                {
+                    assert!(!verbs.contains(&risky), "{} grants {risky}", name(doc));
+                }
+            }
+        }
+        assert_no_privileged(doc, &name(doc));
+    }
+    // The flush pod's service account is bound to nothing.
+    for doc in all.iter().filter(|d| matches!(d["kind"].as_str(), Some("RoleBinding" | "ClusterRoleBinding")))
+    {
+        for s in doc["subjects"].as_array().into_iter().flatten() {
+            assert_ne!(s["name"], "flush-conntrack-node", "{} binds the flush pod's account", name(doc));
+        }
+    }
+}
+
+fn assert_no_privileged(v: &Value, at: &str) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                assert!(!(k == "privileged" && child == &json!(true)), "{at} sets privileged: true");
+                assert!(!(k == "hostPID" && child == &json!(true)), "{at} sets hostPID");
+                assert_ne!(k, "hostPath", "{at} mounts a hostPath");
+                assert_no_privileged(child, at);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| assert_no_privileged(i, at)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_flush_pod_holds_net_admin_and_nothing_more() {
+    if !tools_ok("the_flush_pod_holds_net_admin_and_nothing_more") {
+        return;
+    }
+    let docs = render("kustomize/base");
+    let ns = find(&docs, "Namespace", "flush-conntrack");
+    assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "privileged");
+    let template = find(&docs, "CronJob", "flush-conntrack-node");
+    assert_eq!(template["spec"]["suspend"], true);
+    let job = &template["spec"]["jobTemplate"]["spec"];
+    for field in ["ttlSecondsAfterFinished", "activeDeadlineSeconds", "backoffLimit"] {
+        assert!(job[field].as_u64().is_some(), "jobTemplate.spec.{field}");
+    }
+    let rule = &job["podFailurePolicy"]["rules"][0];
+    assert_eq!(rule["action"], "FailJob");
+    assert!(
+        rule["onExitCodes"]["values"].as_array().unwrap().contains(&json!(2)),
+        "fails at once on the configuration exit code"
+    );
+    let pod = pod_spec(template).unwrap();
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["serviceAccountName"], "flush-conntrack-node");
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(pod["volumes"].is_null() && pod["initContainers"].is_null());
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsUser"], 0);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"], json!({"drop": ["ALL"], "add": ["NET_ADMIN"]}));
+    for kind in ["requests", "limits"] {
+        assert!(c["resources"][kind]["memory"].is_string(), "resources.{kind}.memory");
+    }
+    let sa = find(&docs, "ServiceAccount", "flush-conntrack-node");
+    assert_eq!(sa["automountServiceAccountToken"], false);
+}
+
+#[test]
+fn spawners_run_as_non_root_without_capabilities() {
+    if !tools_ok("spawners_run_as_non_root_without_capabilities") {
+        return;
+    }
+    let mut docs = render("kustomize/overlays/statsd");
+    docs.extend(one_off());
+    let sweep = find(&docs, "CronJob", "flush-conntrack-sweep");
+    let once = find(&docs, "Job", "flush-conntrack-sweep-once");
+    let daemonset = find(&docs, "DaemonSet", "statsd");
+    let trigger = &pod_spec(daemonset).unwrap()["initContainers"][0];
+    assert_eq!(trigger["name"], "flush-conntrack");
+    let mut checked = 0;
+    for (pod, container) in [
+        (pod_spec(sweep).unwrap(), &pod_spec(sweep).unwrap()["containers"][0]),
+        (pod_spec(once).unwrap(), &pod_spec(once).unwrap()["containers"][0]),
+        (pod_spec(daemonset).unwrap(), trigger),
+    ] {
+        let non_root = pod["securityContext"]["runAsNonRoot"] == true
+            || container["securityContext"]["runAsNonRoot"] == true;
+        assert!(non_root, "{container}");
+        assert_ne!(pod["hostNetwork"], true);
+        let sc = &container["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{container}");
+        assert_eq!(sc["capabilities"], json!({"drop": ["ALL"]}), "{container}");
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+    // The trigger's account may spawn in the flush namespace, nothing more.
+    let binding = find(&docs, "RoleBinding", "flush-conntrack-trigger");
+    assert_eq!(binding["metadata"]["namespace"], "flush-conntrack");
+    assert_eq!(binding["roleRef"]["name"], "flush-conntrack-spawner");
+    assert_eq!(
+        binding["subjects"][0],
+        json!({"kind": "ServiceAccount", "name": "statsd", "namespace": "monitoring"})
+    );
+    let env = trigger["env"].as_array().unwrap();
+    for var in ["NODE_NAME", "POD_UID", "TARGET_IP", "KEEP_DNAT_TO"] {
+        assert!(
+            env.iter().any(|e| e["name"] == var && e["valueFrom"]["fieldRef"].is_object()),
+            "{var} from the downward API"
+        );
+    }
+}
