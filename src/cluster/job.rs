@@ -147,16 +147,24 @@ async fn watch_until_final(client: &Client, namespace: &str, name: &str) -> Resu
     }
 }
 
-/// The flush summary the Job's pod wrote as its termination message.
-pub async fn summary(client: &Client, namespace: &str, job: &str) -> Option<Summary> {
+/// The flush summary the Job's pod wrote as its termination message; `Err`
+/// says why it could not be read.
+pub async fn summary(client: &Client, namespace: &str, job: &str) -> Result<Summary, String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
-    let list = call(|| pods.list(&params)).await.ok()?;
-    list.items
+    let list = call(|| pods.list(&params))
+        .await
+        .map_err(|e| e.explain(&Call::new("list", "pods", namespace)).to_string())?;
+    let messages: Vec<&str> = list
+        .items
         .iter()
         .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.as_deref())
-        .find_map(|m| serde_json::from_str(m).ok())
+        .collect();
+    messages.iter().find_map(|m| serde_json::from_str(m).ok()).ok_or_else(|| match messages.first() {
+        Some(m) => format!("its termination message is not a flush summary: {m}"),
+        None => format!("none of its {} pod(s) left a termination message", list.items.len()),
+    })
 }
 
 /// Why the Job's pods could not be created, if the Job controller said so

@@ -1,6 +1,7 @@
 //! The flush Job, built from the template CronJob the way
-//! `kubectl create job --from=cronjob/NAME` builds it, then made this node's:
-//! pinned, tolerant of every taint, told what to flush. Pure.
+//! `kubectl create job --from=cronjob/NAME` builds it (but owned, not
+//! controlled, by the CronJob), then made this node's: pinned, tolerant of
+//! every taint, told what to flush. Pure.
 
 use std::collections::BTreeMap;
 
@@ -159,12 +160,17 @@ pub fn flush_job(template: &CronJob, name: &str, order: &FlushOrder) -> Result<J
             namespace: template.metadata.namespace.clone(),
             labels: Some(labels),
             annotations: Some(annotations),
+            // Owned, so that deleting the template deletes its Jobs, but not
+            // controlled as kubectl's copies are: the CronJob controller prunes
+            // the Jobs it controls to its history limits the moment they
+            // finish, before we can read their summary (seen on a real control
+            // plane). ttlSecondsAfterFinished cleans them up instead.
             owner_references: Some(vec![OwnerReference {
                 api_version: "batch/v1".to_owned(),
                 kind: "CronJob".to_owned(),
                 name: template_name,
                 uid: template.metadata.uid.clone().unwrap_or_default(),
-                controller: Some(true),
+                controller: None,
                 block_owner_deletion: None,
             }]),
             ..ObjectMeta::default()
@@ -259,7 +265,7 @@ mod tests {
             (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
             ("CronJob", "flush-conntrack-node", "cj-uid")
         );
-        assert_eq!(owner.controller, Some(true));
+        assert_eq!(owner.controller, None, "not controlled: the CronJob controller would prune it");
         let annotations = meta.annotations.as_ref().unwrap();
         assert_eq!(annotations["cronjob.kubernetes.io/instantiate"], "manual");
         assert_eq!(annotations["team"], "net");

@@ -46,7 +46,7 @@ pub async fn finish(
     match job::outcome(client, namespace, name, deadline).await? {
         Some(JobState::Succeeded) => {
             match job::summary(client, namespace, name).await {
-                Some(s) => tracing::info!(
+                Ok(s) => tracing::info!(
                     job = name,
                     node,
                     scanned = s.scanned,
@@ -56,7 +56,9 @@ pub async fn finish(
                     kept = s.kept,
                     "flush Job succeeded"
                 ),
-                None => tracing::info!(job = name, node, "flush Job succeeded (its pod left no summary)"),
+                Err(why) => {
+                    tracing::info!(job = name, node, "flush Job succeeded; its summary cannot be read: {why}")
+                }
             }
             Ok(())
         }

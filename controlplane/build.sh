@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver, kube-controller-manager and etcd from their Go
+# modules (k8s.io/kubernetes at the release go.mod pins, staging modules at
+# the same release) into a cache, once per release: later runs reuse them.
+# Prints the directory holding the binaries.
+set -euo pipefail
+cd "$(dirname "$0")"
+release=$(awk '/^require k8s.io\/kubernetes/ {print $3}' go.mod)
+cache="${FLUSH_CONNTRACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flush-conntrack}/controlplane-${release}"
+if [ -x "$cache/kube-apiserver" ] && [ -x "$cache/kube-controller-manager" ] && [ -x "$cache/etcd" ]; then
+  echo "$cache"
+  exit 0
+fi
+mkdir -p "$cache.partial"
+echo "building the control plane ${release} into $cache (once; several minutes)" >&2
+go build -trimpath -ldflags "-s -w" -o "$cache.partial/" ./cmd/... >&2
+rm -rf "$cache" && mv "$cache.partial" "$cache"
+echo "$cache"

@@ -1,0 +1,14 @@
+// kube-controller-manager, built from the k8s.io/kubernetes module for
+// flush-conntrack's tests (test tooling only, never shipped).
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewControllerManagerCommand()))
+}

@@ -1,0 +1,348 @@
+//! A real control plane on loopback: etcd, kube-apiserver (RBAC and Node
+//! authorization, service account tokens, a static admin token, Pod
+//! Security admission and ValidatingAdmissionPolicy as they ship) and
+//! kube-controller-manager (Job, CronJob, garbage collector and service
+//! account controllers), built from their Go modules by
+//! controlplane/build.sh. There is no kubelet and no scheduler: a fake
+//! kubelet here registers nodes, binds each pod to the node its required
+//! affinity names, and finishes flush pods with a summary as their
+//! termination message, so that the real Job controller decides the Job.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::Api;
+use serde_json::json;
+
+/// What the fake kubelet's flush pods report, as the real binary would.
+pub const SUMMARY: &str = r#"{"dry_run":false,"scanned":4,"matched":1,"deleted":1,"already_gone":0,"kept":1,"failed":0,"kernel_flushed":0,"elapsed_seconds":0.003}"#;
+
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub server: String,
+    pub admin: PathBuf,
+    children: Vec<Child>,
+    stop: Arc<AtomicBool>,
+    kubelet: Option<JoinHandle<()>>,
+    /// `namespace/pod` bound to which node, in order.
+    pub bound: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// Builds the binaries once (cached) and returns their directory.
+pub fn binaries() -> Result<PathBuf, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../controlplane/build.sh");
+    let out =
+        Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("{} failed", script.display()));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err(format!("{what} not ready within {timeout:?}"))
+}
+
+fn spawn(bin: &Path, name: &str, dir: &Path, args: &[String]) -> Result<Child, String> {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+    let err = log.try_clone().map_err(|e| e.to_string())?;
+    Command::new(bin.join(name))
+        .args(args)
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))
+}
+
+impl ControlPlane {
+    /// Starts everything and registers `nodes` (name, address).
+    pub fn start(nodes: &[(&str, &str)]) -> Result<ControlPlane, String> {
+        let bin = binaries()?;
+        let dir = std::env::temp_dir().join(format!("fct-controlplane-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let key = dir.join("sa.key");
+        let run = |cmd: &mut Command| -> Result<(), String> {
+            let out = cmd.output().map_err(|e| e.to_string())?;
+            out.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"))?;
+        std::fs::write(dir.join("tokens.csv"), "admin-token,admin,admin-uid,system:masters\n")
+            .map_err(|e| e.to_string())?;
+
+        let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let etcd_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let d = |p: &str| dir.join(p).display().to_string();
+        let mut children = Vec::new();
+        children.push(spawn(
+            &bin,
+            "etcd",
+            &dir,
+            &[
+                format!("--data-dir={}", d("etcd")),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=default={peer_url}"),
+                "--log-level=warn".into(),
+            ],
+        )?);
+        let mut cp = ControlPlane {
+            dir: dir.clone(),
+            server: format!("https://127.0.0.1:{api_port}"),
+            admin: dir.join("admin.kubeconfig"),
+            children,
+            stop: Arc::new(AtomicBool::new(false)),
+            kubelet: None,
+            bound: Arc::new(Mutex::new(Vec::new())),
+        };
+        wait_until("etcd", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", client_port)).is_ok()
+        })?;
+        cp.children.push(spawn(
+            &bin,
+            "kube-apiserver",
+            &dir,
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                format!("--cert-dir={}", d("certs")),
+                format!("--token-auth-file={}", d("tokens.csv")),
+                "--authorization-mode=Node,RBAC".into(),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                format!("--service-account-key-file={}", key.display()),
+                format!("--service-account-signing-key-file={}", key.display()),
+                "--service-cluster-ip-range=10.96.0.0/16".into(),
+                "--allow-privileged=true".into(),
+                "--enable-priority-and-fairness=false".into(),
+            ],
+        )?);
+        cp.write_kubeconfig(&cp.admin.clone(), "admin-token", "default")?;
+        wait_until("kube-apiserver", Duration::from_secs(90), || {
+            cp.kubectl(&["get", "--raw", "/readyz"]).status.success()
+        })?;
+        cp.children.push(spawn(
+            &bin,
+            "kube-controller-manager",
+            &dir,
+            &[
+                format!("--kubeconfig={}", cp.admin.display()),
+                "--controllers=job-controller,cronjob-controller,garbage-collector-controller,serviceaccount-controller".into(),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                "--secure-port=0".into(),
+            ],
+        )?);
+        for (name, address) in nodes {
+            let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name,
+                "labels": {"kubernetes.io/hostname": name}},
+                "status": {"addresses": [{"type": "InternalIP", "address": address}]}});
+            cp.apply(&node.to_string())?;
+        }
+        wait_until("the default service account", Duration::from_secs(60), || {
+            cp.kubectl(&["-n", "default", "get", "serviceaccount", "default"]).status.success()
+        })?;
+        cp.start_kubelet(nodes.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect());
+        Ok(cp)
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path, token: &str, namespace: &str) -> Result<(), String> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: user\n    namespace: {namespace}\ncurrent-context: local\n",
+            self.server
+        );
+        std::fs::write(path, text).map_err(|e| e.to_string())
+    }
+
+    /// kubectl as the admin.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_as(&self.admin, args)
+    }
+
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("kubectl: {e}"))
+    }
+
+    pub fn apply(&self, manifest: &str) -> Result<(), String> {
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.admin)
+            .args(["apply", "--server-side", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, manifest.as_bytes()).map_err(|e| e.to_string())?;
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        out.status.success().then_some(()).ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// A kubeconfig holding a real token of this service account.
+    pub fn service_account_kubeconfig(&self, namespace: &str, account: &str) -> Result<PathBuf, String> {
+        let out = self.kubectl(&["-n", namespace, "create", "token", account, "--duration=1h"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let path = self.dir.join(format!("{namespace}-{account}.kubeconfig"));
+        self.write_kubeconfig(&path, &token, namespace)?;
+        Ok(path)
+    }
+
+    /// The node a pod was bound to by the fake kubelet.
+    pub fn node_of(&self, namespace: &str, pod_prefix: &str) -> Option<String> {
+        let bound = self.bound.lock().ok()?;
+        bound
+            .iter()
+            .find(|(p, _)| p.starts_with(&format!("{namespace}/{pod_prefix}")))
+            .map(|(_, n)| n.clone())
+    }
+
+    fn start_kubelet(&mut self, nodes: Vec<(String, String)>) {
+        let (admin, stop, bound) = (self.admin.clone(), self.stop.clone(), self.bound.clone());
+        self.kubelet = Some(std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(kubeconfig) = kube::config::Kubeconfig::read_from(&admin) else { return };
+                let options = kube::config::KubeConfigOptions::default();
+                let Ok(config) = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await else {
+                    return;
+                };
+                let Ok(client) = kube::Client::try_from(config) else { return };
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = kubelet_pass(&client, &nodes, &bound).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        }));
+    }
+}
+
+/// The node a pod's required node affinity pins it to.
+fn pinned_node(pod: &Pod) -> Option<String> {
+    let terms = &pod.spec.as_ref()?.affinity.as_ref()?.node_affinity.as_ref()?;
+    let required = terms.required_during_scheduling_ignored_during_execution.as_ref()?;
+    required.node_selector_terms.iter().find_map(|t| {
+        t.match_fields.iter().flatten().find_map(|f| {
+            (f.key == "metadata.name" && f.operator == "In")
+                .then(|| f.values.as_ref()?.first().cloned())
+                .flatten()
+        })
+    })
+}
+
+async fn kubelet_pass(
+    client: &kube::Client,
+    nodes: &[(String, String)],
+    bound: &Mutex<Vec<(String, String)>>,
+) -> Result<(), kube::Error> {
+    let all: Api<Pod> = Api::all(client.clone());
+    for pod in all.list(&ListParams::default()).await?.items {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        match spec.node_name.clone() {
+            None => {
+                // The scheduler's part: only where the pod is pinned.
+                let Some(node) = pinned_node(&pod).filter(|n| nodes.iter().any(|(name, _)| name == n)) else {
+                    continue;
+                };
+                let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                                     "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+                let _: serde_json::Value =
+                    pods.create_subresource("binding", &name, &PostParams::default(), &binding).await?;
+                if let Ok(mut b) = bound.lock() {
+                    b.push((format!("{ns}/{name}"), node));
+                }
+            }
+            Some(node) if phase == "Pending" || phase.is_empty() => {
+                let address =
+                    nodes.iter().find(|(n, _)| *n == node).map(|(_, a)| a.clone()).unwrap_or_default();
+                let container =
+                    spec.containers.first().map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()));
+                let (cname, image) = container.unwrap_or_default();
+                let is_job = pod
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key("batch.kubernetes.io/job-name"));
+                let pod_ip = if spec.host_network == Some(true) {
+                    address.clone()
+                } else {
+                    format!("10.244.{}.9", node.len())
+                };
+                let status = if is_job {
+                    json!({"phase": "Succeeded", "hostIP": address, "podIP": pod_ip, "containerStatuses": [{
+                        "name": cname, "image": image, "imageID": "", "ready": false, "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": SUMMARY}}}]})
+                } else {
+                    json!({"phase": "Running", "hostIP": address, "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
+                        "containerStatuses": [{"name": cname, "image": image, "imageID": "", "ready": true,
+                        "restartCount": 0, "started": true, "state": {"running": {}}}]})
+                };
+                let _: Pod = pods
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+                    .await?;
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(k) = self.kubelet.take() {
+            let _ = k.join();
+        }
+        for child in self.children.iter_mut().rev() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,273 @@
+//! Against a real kube-apiserver and Job controller (controlplane/): the
+//! manifests apply with server-side validation, Pod Security admits the
+//! flush pod only where the namespace allows it, spawn and sweep work with
+//! their service accounts' real tokens and RBAC, and the API server itself
+//! enforces the ValidatingAdmissionPolicy. One control plane, the scenarios
+//! in order, so that no process outlives the test.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use testbed::controlplane::ControlPlane;
+use testbed::require;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");
+const NS: &str = "flush-conntrack";
+const NODES: &[(&str, &str)] =
+    &[("node-a", "192.0.2.11"), ("node-b", "192.0.2.12"), ("node-c", "192.0.2.13")];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn ok(o: Output, what: &str) -> Output {
+    assert!(o.status.success(), "{what}: {}", text(&o));
+    o
+}
+
+fn run_binary(kubeconfig: &Path, env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .env_clear()
+        .env("KUBECONFIG", kubeconfig)
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs")
+}
+
+fn jobs(cp: &ControlPlane, selector: &str) -> Vec<Value> {
+    let out = ok(cp.kubectl(&["-n", NS, "get", "jobs", "-l", selector, "-o", "json"]), "list jobs");
+    serde_json::from_slice::<Value>(&out.stdout).expect("JSON")["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn create_as(cp: &ControlPlane, kubeconfig: &Path, object: &Value) -> Output {
+    let file = cp.dir.join(format!("object-{}.json", object["metadata"]["name"].as_str().unwrap_or("x")));
+    std::fs::write(&file, object.to_string()).expect("write");
+    cp.kubectl_as(kubeconfig, &["create", "-f", file.to_str().expect("path")])
+}
+
+#[test]
+fn against_a_real_control_plane() {
+    if !require::tools("against_a_real_control_plane", &["go", "kubectl", "openssl"]) {
+        return;
+    }
+    let started = Instant::now();
+    let cp = ControlPlane::start(NODES).unwrap_or_else(|e| panic!("control plane: {e}"));
+    eprintln!("control plane ready in {:?}", started.elapsed());
+
+    manifests_apply_and_kubectl_create_job_from_works(&cp);
+    pod_security_admits_the_flush_pod_only_in_its_namespace(&cp);
+    spawn_runs_as_the_trigger_account(&cp);
+    sweep_runs_as_the_sweeper_account(&cp);
+    the_api_server_enforces_the_admission_policy(&cp);
+    eprintln!("all scenarios passed in {:?}", started.elapsed());
+}
+
+fn manifests_apply_and_kubectl_create_job_from_works(cp: &ControlPlane) {
+    for k in ["kustomize/base", "kustomize/overlays/statsd"] {
+        let dir = root().join(k);
+        ok(cp.kubectl(&["apply", "--server-side", "--validate=strict", "-k", dir.to_str().unwrap()]), k);
+    }
+    for (job, cronjob) in [("probe-node", "flush-conntrack-node"), ("probe-sweep", "flush-conntrack-sweep")] {
+        ok(cp.kubectl(&["-n", NS, "create", "job", job, &format!("--from=cronjob/{cronjob}")]), job);
+        let created = ok(cp.kubectl(&["-n", NS, "get", "job", job, "-o", "json"]), job);
+        let v: Value = serde_json::from_slice(&created.stdout).unwrap();
+        assert_eq!(v["metadata"]["ownerReferences"][0]["name"], cronjob);
+        ok(cp.kubectl(&["-n", NS, "delete", "job", job, "--cascade=foreground", "--wait=false"]), job);
+    }
+}
+
+/// The flush pod exactly as the template defines it.
+fn flush_pod(name: &str, namespace: &str) -> Value {
+    let text = std::fs::read_to_string(root().join("jobs/flush-conntrack-node.yaml")).unwrap();
+    let cronjob: Value = serde_saphyr::from_str(&text).unwrap();
+    let mut spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"].clone();
+    spec["serviceAccountName"] = json!("default");
+    spec["priorityClassName"] = Value::Null;
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+}
+
+fn pod_security_admits_the_flush_pod_only_in_its_namespace(cp: &ControlPlane) {
+    ok(cp.kubectl(&["create", "namespace", "pss-baseline"]), "namespace");
+    ok(
+        cp.kubectl(&["label", "namespace", "pss-baseline", "pod-security.kubernetes.io/enforce=baseline"]),
+        "label",
+    );
+    let refused = create_as(cp, &cp.admin, &flush_pod("flush-probe", "pss-baseline"));
+    assert!(!refused.status.success(), "a baseline namespace admitted the host-network pod");
+    assert!(
+        text(&refused).contains("violates PodSecurity") && text(&refused).contains("hostNetwork"),
+        "{}",
+        text(&refused)
+    );
+    let admitted = create_as(cp, &cp.admin, &flush_pod("flush-probe", NS));
+    assert!(admitted.status.success(), "the privileged namespace refused the flush pod: {}", text(&admitted));
+    ok(cp.kubectl(&["-n", NS, "delete", "pod", "flush-probe", "--wait=false"]), "delete");
+}
+
+fn spawn_env<'a>(node: &'a str, address: &'a str, uid: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("MODE", "spawn"),
+        ("TARGET_NAMESPACE", NS),
+        ("NODE_NAME", node),
+        ("POD_UID", uid),
+        ("TARGET_IP", address),
+        ("TARGET_PORT", "8125"),
+        ("KEEP_DNAT_TO", "10.244.6.6"),
+        ("WAIT_TIMEOUT", "90"),
+    ]
+}
+
+fn spawn_runs_as_the_trigger_account(cp: &ControlPlane) {
+    let trigger = cp.service_account_kubeconfig("monitoring", "statsd").expect("trigger token");
+    let out = run_binary(&trigger, &spawn_env("node-b", "192.0.2.12", "trigger-uid-1"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("flush Job succeeded") && text(&out).contains("deleted=1"), "{}", text(&out));
+    let made = jobs(cp, "flush-conntrack/node=node-b");
+    assert_eq!(made.len(), 1);
+    let name = made[0]["metadata"]["name"].as_str().unwrap().to_owned();
+    assert_eq!(cp.node_of(NS, &name).as_deref(), Some("node-b"), "its pod ran on the node it names");
+
+    let again = run_binary(&trigger, &spawn_env("node-b", "192.0.2.12", "trigger-uid-1"));
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(text(&again).contains("adopted"), "{}", text(&again));
+    assert_eq!(jobs(cp, "flush-conntrack/node=node-b").len(), 1, "a restarted trigger makes no second Job");
+
+    ok(cp.kubectl(&["-n", NS, "delete", "rolebinding", "flush-conntrack-trigger"]), "unbind");
+    let denied = run_binary(&trigger, &spawn_env("node-b", "192.0.2.12", "trigger-uid-2"));
+    assert_eq!(denied.status.code(), Some(6), "{}", text(&denied));
+    assert!(text(&denied).contains("may not get cronjobs in namespace flush-conntrack"), "{}", text(&denied));
+    let dir = root().join("kustomize/overlays/statsd");
+    ok(cp.kubectl(&["apply", "--server-side", "-k", dir.to_str().unwrap()]), "rebind");
+}
+
+fn sweep_runs_as_the_sweeper_account(cp: &ControlPlane) {
+    for (node, _) in NODES {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("statsd-{node}"), "namespace": "monitoring", "labels": {"app.kubernetes.io/name": "statsd"}},
+            "spec": {"nodeName": node, "serviceAccountName": "statsd", "containers": [{"name": "statsd", "image": "prom/statsd-exporter:v0.28.0",
+                "ports": [{"containerPort": 8125, "hostPort": 8125, "protocol": "UDP"}]}]}});
+        ok(create_as(cp, &cp.admin, &pod), "agent pod");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = ok(
+            cp.kubectl(&["-n", "monitoring", "get", "pods", "-o", "jsonpath={.items[*].status.phase}"]),
+            "phases",
+        );
+        if String::from_utf8_lossy(&out.stdout).split_whitespace().filter(|p| *p == "Running").count()
+            == NODES.len()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "agent pods never ran");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let sweeper = cp.service_account_kubeconfig(NS, "flush-conntrack-sweeper").expect("sweeper token");
+    let env = [
+        ("MODE", "sweep"),
+        ("SWEEP_SELECTOR", "app.kubernetes.io/name=statsd"),
+        ("SWEEP_NAMESPACE", "monitoring"),
+        ("POD_UID", "sweep-run-1"),
+        ("WAIT_TIMEOUT", "120"),
+    ];
+    let out = run_binary(&sweeper, &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for (node, address) in NODES {
+        let made: Vec<Value> = jobs(cp, &format!("flush-conntrack/node={node}"))
+            .into_iter()
+            .filter(|j| j["metadata"]["annotations"]["flush-conntrack/run"] == "sweep-run-1")
+            .collect();
+        assert_eq!(made.len(), 1, "{node}: {}", text(&out));
+        let env = &made[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert!(
+            env.as_array().unwrap().contains(&json!({"name": "TARGET_IP", "value": address})),
+            "{node}: {env}"
+        );
+        assert!(
+            env.as_array().unwrap().contains(&json!({"name": "TARGET_PORT", "value": "8125"})),
+            "{node}: {env}"
+        );
+    }
+}
+
+/// A change that takes a genuine Job out of the template.
+type Mutation = Box<dyn Fn(&mut Value)>;
+
+fn the_api_server_enforces_the_admission_policy(cp: &ControlPlane) {
+    let trigger = cp.service_account_kubeconfig("monitoring", "statsd").expect("trigger token");
+    let mut env = spawn_env("node-c", "192.0.2.13", "policy-uid");
+    env.push(("DRY_RUN", "true"));
+    let printed = run_binary(&trigger, &env);
+    assert_eq!(printed.status.code(), Some(0), "{}", text(&printed));
+    let genuine: Value =
+        serde_saphyr::from_str(&String::from_utf8_lossy(&printed.stdout)).expect("the printed Job");
+    let with_name = |suffix: &str, change: &dyn Fn(&mut Value)| {
+        let mut job = genuine.clone();
+        job["metadata"]["name"] = json!(format!("policy-{suffix}"));
+        change(&mut job);
+        job
+    };
+    let container = |j: &mut Value| j["spec"]["template"]["spec"]["containers"][0].clone();
+    let accepted = create_as(cp, &trigger, &with_name("genuine", &|_| {}));
+    assert!(accepted.status.success(), "the genuine flush Job was refused: {}", text(&accepted));
+    let cases: Vec<(&str, Mutation)> = vec![
+        (
+            "image",
+            Box::new(|j: &mut Value| {
+                j["spec"]["template"]["spec"]["containers"][0]["image"] = json!("busybox:1.36")
+            }),
+        ),
+        (
+            "env",
+            Box::new(|j: &mut Value| {
+                j["spec"]["template"]["spec"]["containers"][0]["env"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "LD_PRELOAD", "value": "/x"}))
+            }),
+        ),
+        (
+            "hostpath",
+            Box::new(|j: &mut Value| {
+                j["spec"]["template"]["spec"]["volumes"] =
+                    json!([{"name": "root", "hostPath": {"path": "/"}}])
+            }),
+        ),
+        // Both, as an attacker would: privileged with no escalation is invalid
+        // before any policy sees it.
+        (
+            "privileged",
+            Box::new(|j: &mut Value| {
+                let sc = &mut j["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+                sc["privileged"] = json!(true);
+                sc["allowPrivilegeEscalation"] = json!(true);
+            }),
+        ),
+        (
+            "second",
+            Box::new(move |j: &mut Value| {
+                let mut extra = container(j);
+                extra["name"] = json!("second");
+                j["spec"]["template"]["spec"]["containers"].as_array_mut().unwrap().push(extra)
+            }),
+        ),
+    ];
+    for (what, change) in cases {
+        let out = create_as(cp, &trigger, &with_name(what, &*change));
+        assert!(!out.status.success(), "{what}: the policy let it through");
+        assert!(
+            text(&out).contains("ValidatingAdmissionPolicy") && text(&out).contains("denied"),
+            "{what}: {}",
+            text(&out)
+        );
+    }
+}
