@@ -5,7 +5,8 @@
 # Prints the directory holding the binaries.
 set -euo pipefail
 cd "$(dirname "$0")"
-release=$(awk '/^require k8s.io\/kubernetes/ {print $3}' go.mod)
+release=$(awk '$1 == "k8s.io/kubernetes" || ($1 == "require" && $2 == "k8s.io/kubernetes") {print $NF; exit}' go.mod)
+[ -n "$release" ] || { echo "controlplane/go.mod requires no k8s.io/kubernetes release" >&2; exit 1; }
 cache="${FLUSH_CONNTRACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flush-conntrack}/controlplane-${release}"
 if [ -x "$cache/kube-apiserver" ] && [ -x "$cache/kube-controller-manager" ] && [ -x "$cache/etcd" ]; then
   echo "$cache"

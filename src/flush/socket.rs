@@ -159,26 +159,14 @@ impl CtSocket {
         }
     }
 
-    /// Sends a request with `NLM_F_ACK` and waits for its answer.
-    pub fn acknowledged(&mut self, msg: Message) -> io::Result<()> {
+    /// Sends a request and reads until `answer` makes something of a reply
+    /// to it; an error reply ends the wait as an error.
+    fn ask<T>(
+        &mut self,
+        msg: Message,
+        mut answer: impl FnMut(Payload) -> Option<io::Result<T>>,
+    ) -> io::Result<T> {
         let sequence = self.request(msg)?;
-        loop {
-            let len = self.receive(0)?;
-            for item in messages(&self.buf[..len]) {
-                let (header, payload) = item?;
-                match payload {
-                    _ if header.sequence_number != sequence => {}
-                    Payload::Ack | Payload::Done => return Ok(()),
-                    Payload::Error(code) => return Err(io::Error::from_raw_os_error(code)),
-                    Payload::Conntrack(..) | Payload::Entry(_) => {}
-                }
-            }
-        }
-    }
-
-    /// Number of entries in this network namespace's table.
-    pub fn table_size(&mut self) -> io::Result<u32> {
-        let sequence = self.request(request::table_size())?;
         loop {
             let len = self.receive(0)?;
             for item in messages(&self.buf[..len]) {
@@ -186,22 +174,32 @@ impl CtSocket {
                 if header.sequence_number != sequence {
                     continue;
                 }
-                match payload {
-                    Payload::Error(code) => return Err(io::Error::from_raw_os_error(code)),
-                    Payload::Conntrack(Some(ConntrackMessage::Other { attributes, .. })) => {
-                        let entries = attributes.iter().find(|nla| nla.kind() == CTA_STATS_GLOBAL_ENTRIES);
-                        if let Some(count) = entries.and_then(super::tuple::value::<4>) {
-                            return Ok(u32::from_be_bytes(count));
-                        }
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "table statistics without an entry count",
-                        ));
-                    }
-                    _ => {}
+                if let Payload::Error(code) = payload {
+                    return Err(io::Error::from_raw_os_error(code));
+                }
+                if let Some(result) = answer(payload) {
+                    return result;
                 }
             }
         }
+    }
+
+    /// Sends a request with `NLM_F_ACK` and waits for its answer.
+    pub fn acknowledged(&mut self, msg: Message) -> io::Result<()> {
+        self.ask(msg, |payload| matches!(payload, Payload::Ack | Payload::Done).then_some(Ok(())))
+    }
+
+    /// Number of entries in this network namespace's table.
+    pub fn table_size(&mut self) -> io::Result<u32> {
+        self.ask(request::table_size(), |payload| {
+            let Payload::Conntrack(Some(ConntrackMessage::Other { attributes, .. })) = payload else {
+                return None;
+            };
+            let entries = attributes.iter().find(|nla| nla.kind() == CTA_STATS_GLOBAL_ENTRIES);
+            Some(entries.and_then(super::tuple::value::<4>).map(u32::from_be_bytes).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "table statistics without an entry count")
+            }))
+        })
     }
 
     /// Collects the error answers already queued, without waiting. The kernel
