@@ -258,6 +258,11 @@ fn sweep_spawns_a_valid_job_per_node() {
             "{node}: {env}"
         );
     }
-    assert!(stderr(&out).contains("sweep done") && stderr(&out).contains("failed=0"), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("sweep done") && log.contains("failed=0"), "{log}");
+    assert!(
+        log.contains("deleted=6") && log.contains("kept=3"),
+        "the total of three nodes' summaries: {log}"
+    );
     c.validate_jobs("sweep_spawns_a_valid_job_per_node");
 }

@@ -8,6 +8,7 @@ use super::job::{self, JobState};
 use super::job_template::FlushOrder;
 use crate::config::{missing_node_name, Settings};
 use crate::error::Error;
+use crate::report::Summary;
 
 /// A Job made without a trigger pod (by hand) is one run of its own.
 const MANUAL_RUN: &str = "manual";
@@ -30,11 +31,13 @@ pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Resul
     if cluster.wait_timeout.is_zero() {
         return Ok(());
     }
-    finish(client, namespace, &name, node, started + cluster.wait_timeout, cluster.wait_timeout).await
+    finish(client, namespace, &name, node, started + cluster.wait_timeout, cluster.wait_timeout)
+        .await
+        .map(|_| ())
 }
 
 /// Waits for one Job and turns its outcome into ours, logging the summary
-/// its pod left.
+/// its pod left and returning it when it could be read.
 pub async fn finish(
     client: &Client,
     namespace: &str,
@@ -42,11 +45,11 @@ pub async fn finish(
     node: &str,
     deadline: Instant,
     timeout: std::time::Duration,
-) -> Result<(), Error> {
+) -> Result<Option<Summary>, Error> {
     match job::outcome(client, namespace, name, deadline).await? {
-        Some(JobState::Succeeded) => {
-            match job::summary(client, namespace, name).await {
-                Ok(s) => tracing::info!(
+        Some(JobState::Succeeded) => match job::summary(client, namespace, name).await {
+            Ok(s) => {
+                tracing::info!(
                     job = name,
                     node,
                     scanned = s.scanned,
@@ -55,13 +58,14 @@ pub async fn finish(
                     already_gone = s.already_gone,
                     kept = s.kept,
                     "flush Job succeeded"
-                ),
-                Err(why) => {
-                    tracing::info!(job = name, node, "flush Job succeeded; its summary cannot be read: {why}")
-                }
+                );
+                Ok(Some(s))
             }
-            Ok(())
-        }
+            Err(why) => {
+                tracing::info!(job = name, node, "flush Job succeeded; its summary cannot be read: {why}");
+                Ok(None)
+            }
+        },
         Some(JobState::Failed { reason, message }) => Err(Error::JobFailed {
             namespace: namespace.to_owned(),
             name: name.to_owned(),

@@ -16,6 +16,7 @@ use super::job;
 use super::job_template::FlushOrder;
 use crate::config::Settings;
 use crate::error::Error;
+use crate::report::Summary;
 
 /// Flush Jobs created and awaited at once; the API server and the nodes'
 /// image pulls need not take them all together.
@@ -43,7 +44,7 @@ pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Resul
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos().to_string()).unwrap_or_default()
     });
     let started = Instant::now();
-    let results: Vec<(String, Result<(), Error>)> = stream::iter(&plan)
+    let results: Vec<(String, Result<Option<Summary>, Error>)> = stream::iter(&plan)
         .map(|node| async {
             let result = one_node(client, namespace, settings, &template, node, &run, started).await;
             (node.node.clone(), result)
@@ -53,14 +54,21 @@ pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Resul
         .await;
 
     let total = results.len();
-    let mut failed = 0;
+    let (mut failed, mut deleted, mut kept, mut unreported) = (0, 0, 0, 0);
     for (node, result) in &results {
-        if let Err(e) = result {
-            failed += 1;
-            tracing::error!(node = %node, "flush failed: {e}");
+        match result {
+            Ok(Some(s)) => {
+                deleted += s.deleted;
+                kept += s.kept;
+            }
+            Ok(None) => unreported += 1,
+            Err(e) => {
+                failed += 1;
+                tracing::error!(node = %node, "flush failed: {e}");
+            }
         }
     }
-    tracing::info!(nodes = total, failed, "sweep done");
+    tracing::info!(nodes = total, failed, deleted, kept, unreported, "sweep done");
     match failed {
         0 => Ok(()),
         _ => Err(Error::SweepFailed { failed, total }),
@@ -75,20 +83,20 @@ async fn one_node(
     node: &NodeFlush,
     run: &str,
     started: Instant,
-) -> Result<(), Error> {
+) -> Result<Option<Summary>, Error> {
     let order =
         FlushOrder { node: &node.node, selection: node.selection.env(), dry_run: settings.dry_run, run };
     let job = job::build(template, &order)?;
     if settings.dry_run {
         print!("---\n{}", super::yaml(&job));
-        return Ok(());
+        return Ok(None);
     }
     let job = job::create_or_adopt(client, &job, &order).await?;
     tracing::info!(node = %node.node, pods = ?node.pods, "flush Job for the node's hostPorts");
     let name = job.metadata.name.clone().unwrap_or_default();
     let timeout = settings.cluster.wait_timeout;
     if timeout.is_zero() {
-        return Ok(());
+        return Ok(None);
     }
     super::spawn::finish(client, namespace, &name, &node.node, started + timeout, timeout).await
 }
