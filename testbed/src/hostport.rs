@@ -25,12 +25,40 @@ const TICK: Duration = Duration::from_millis(5);
 /// How long each phase of the scenario watches the traffic.
 pub const WINDOW: Duration = Duration::from_millis(400);
 
+/// A thread in a namespace that runs until its owner is dropped.
+struct Worker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Runs `body` in a thread that first enters the namespace at `path`;
+    /// `body` returns when the flag it is given is set.
+    fn start(path: String, body: impl FnOnce(Arc<AtomicBool>) + Send + 'static) -> Worker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            enter(&path);
+            body(flag);
+        });
+        Worker { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A UDP server on :8125 inside a pod namespace, counting datagrams by
 /// client source port.
 struct Receiver {
-    stop: Arc<AtomicBool>,
     counts: Arc<Mutex<HashMap<u16, u64>>>,
-    thread: Option<JoinHandle<()>>,
+    _worker: Worker,
 }
 
 pub struct Pod {
@@ -45,36 +73,17 @@ impl Pod {
     }
 }
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A client sending to hostIP:8125 from a fixed source port, as a statsd
 /// client in another pod would.
 pub struct Flow {
     pub sport: u16,
-    stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
+    _worker: Worker,
 }
 
 impl Flow {
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Flow {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -151,26 +160,24 @@ impl Lab {
 
     /// Deletes the pod's namespace: its IP answers no more.
     pub fn stop_pod(&mut self, pod: Pod) {
+        // The server stops before its namespace goes.
         drop(pod.receiver);
         drop(pod.ns);
     }
 
     pub fn start_flow(&self, sport: u16) -> Flow {
-        let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
-        let path = self.client.path();
-        let (stop2, sent2) = (stop.clone(), sent.clone());
-        let thread = std::thread::spawn(move || {
-            enter(&path);
+        let counter = sent.clone();
+        let worker = Worker::start(self.client.path(), move |stop| {
             let socket = UdpSocket::bind((CLIENT_IP, sport)).expect("client binds its source port");
-            while !stop2.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 if socket.send_to(b"requests:1|c", (HOST_IP, PORT)).is_ok() {
-                    sent2.fetch_add(1, Ordering::Relaxed);
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
                 std::thread::sleep(TICK);
             }
         });
-        Flow { sport, stop, sent, thread: Some(thread) }
+        Flow { sport, sent, _worker: worker }
     }
 
     /// Runs the flush-conntrack binary on the node.
@@ -210,27 +217,24 @@ fn enter(path: &str) {
 }
 
 fn receive(ns: &Netns) -> Receiver {
-    let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(Mutex::new(HashMap::new()));
-    let path = ns.path();
-    let (stop2, counts2) = (stop.clone(), counts.clone());
+    let tally = counts.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        enter(&path);
+    let worker = Worker::start(ns.path(), move |stop| {
         let socket = UdpSocket::bind(("0.0.0.0", PORT)).expect("pod binds :8125");
         socket.set_read_timeout(Some(Duration::from_millis(20))).expect("read timeout");
         let _ = ready_tx.send(());
         let mut buf = [0u8; 512];
-        while !stop2.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) {
             if let Ok((_, from)) = socket.recv_from(&mut buf) {
-                if let Ok(mut c) = counts2.lock() {
+                if let Ok(mut c) = tally.lock() {
                     *c.entry(from.port()).or_insert(0) += 1;
                 }
             }
         }
     });
     let _ = ready_rx.recv_timeout(Duration::from_secs(5));
-    Receiver { stop, counts, thread: Some(thread) }
+    Receiver { counts, _worker: worker }
 }
 
 /// Datagrams a flow sent and a pod received over one window.
