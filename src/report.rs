@@ -35,7 +35,11 @@ impl Summary {
     }
 
     pub fn log(&self) {
-        let verb = if self.dry_run { "dry run: nothing deleted" } else { "flush done" };
+        self.log_as(if self.dry_run { "dry run: nothing deleted" } else { "flush done" });
+    }
+
+    /// The summary line under another message (a spawner reporting its Job).
+    pub fn log_as(&self, verb: &str) {
         tracing::info!(
             dry_run = self.dry_run,
             scanned = self.scanned,

@@ -49,16 +49,9 @@ pub async fn finish(
     match job::outcome(client, namespace, name, deadline).await? {
         Some(JobState::Succeeded) => match job::summary(client, namespace, name).await {
             Ok(s) => {
-                tracing::info!(
-                    job = name,
-                    node,
-                    scanned = s.scanned,
-                    matched = s.matched,
-                    deleted = s.deleted,
-                    already_gone = s.already_gone,
-                    kept = s.kept,
-                    "flush Job succeeded"
-                );
+                // The job and node ride on a span: the summary logs itself.
+                let _job = tracing::info_span!("flush_job", job = name, node).entered();
+                s.log_as("flush Job succeeded");
                 Ok(Some(s))
             }
             Err(why) => {
