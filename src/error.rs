@@ -121,6 +121,16 @@ impl Error {
         }
     }
 
+    /// Deletes the kernel refused. EPERM is a privilege problem with its
+    /// advice and exit code, wherever it shows up; anything else is reported
+    /// with how many deletes failed and the first reason.
+    pub fn deletes_failed(failed: u64, first: io::Error) -> Self {
+        match Error::kernel("delete", first) {
+            Error::Kernel { source, .. } => Error::DeletesFailed { failed, first: source },
+            other => other,
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Undecided(_) | Error::TemplateMissing { .. } | Error::Template(_) => {
@@ -158,6 +168,16 @@ mod tests {
         let e = Error::dump(io::Error::from_raw_os_error(libc::EINVAL));
         assert!(e.to_string().contains("modprobe nf_conntrack_netlink"), "{e}");
         assert_eq!(Error::dump(io::Error::from_raw_os_error(libc::EPERM)).exit_code(), EXIT_PRIVILEGE);
+    }
+
+    #[test]
+    fn refused_deletes_keep_the_privilege_advice() {
+        let e = Error::deletes_failed(3, io::Error::from_raw_os_error(libc::EPERM));
+        assert_eq!(e.exit_code(), EXIT_PRIVILEGE, "{e}");
+        assert!(e.to_string().contains("delete") && e.to_string().contains("NET_ADMIN"), "{e}");
+        let e = Error::deletes_failed(3, io::Error::from_raw_os_error(libc::EBUSY));
+        assert_eq!(e.exit_code(), EXIT_FAILURE);
+        assert!(e.to_string().starts_with("3 deletes failed"), "{e}");
     }
 
     #[test]

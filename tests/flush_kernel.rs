@@ -293,3 +293,111 @@ fn many_matches_switch_to_the_kernel_filtered_flush_with_exact_counts() {
         }
     }
 }
+
+/// Entries at the target address, `per_port` on each of these ports.
+fn on_ports(ports: &[u16], per_port: usize, reply_src: &str, first: usize) -> Vec<Flow> {
+    let mut flows = Vec::new();
+    for (i, &port) in ports.iter().enumerate() {
+        flows.extend(table::udp_flows(per_port, "192.0.2.1", port, reply_src, first + i * per_port));
+    }
+    flows
+}
+
+#[test]
+fn a_port_range_past_the_kernel_flush_threshold_deletes_only_the_range() {
+    if !require::kernel_test("a_port_range_past_the_kernel_flush_threshold_deletes_only_the_range", TOOLS) {
+        return;
+    }
+    // A range is not something the kernel's flush filter can say: a filtered
+    // flush here would take every port of the address with it.
+    let ns = Netns::new("range");
+    let inside = on_ports(&[8000, 8050, 8100], 3_500, "198.51.100.5", 0);
+    let outside = on_ports(&[7999, 8101, 9999], 300, "198.51.100.5", 20_000);
+    assert_eq!(table::insert(&ns, &inside), 0);
+    assert_eq!(table::insert(&ns, &outside), 0);
+    let out = flush(&ns, &[("MODE", "flush"), ("TARGET_IP", "192.0.2.1"), ("TARGET_PORT", "8000-8100")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(table_keys(&ns), keys(&outside), "every entry outside the range remains");
+    let s = summary(&out);
+    assert_eq!(counts(&s), [10_500, 10_500, 0, 0, 0], "{s}");
+    assert_eq!(s["kernel_flushed"], 0, "{s}");
+}
+
+#[test]
+fn a_keep_set_past_the_kernel_flush_threshold_keeps_its_entries() {
+    if !require::kernel_test("a_keep_set_past_the_kernel_flush_threshold_keeps_its_entries", TOOLS) {
+        return;
+    }
+    // The kernel's filtered flush cannot spare an entry by its reply source,
+    // so with KEEP_DNAT_TO every delete goes entry by entry.
+    let ns = Netns::new("keepmany");
+    let stale = table::udp_flows(10_000, "192.0.2.1", 8125, "198.51.100.5", 0);
+    let kept = table::udp_flows(200, "192.0.2.1", 8125, "198.51.100.6", 10_000);
+    assert_eq!(table::insert(&ns, &stale), 0);
+    assert_eq!(table::insert(&ns, &kept), 0);
+    let ids_before: BTreeSet<u32> = table::list(&ns)
+        .into_iter()
+        .filter(|l| l.flow.reply_src.to_string() == "198.51.100.6")
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(ids_before.len(), 200);
+    let env = [
+        ("MODE", "flush"),
+        ("TARGET_IP", "192.0.2.1"),
+        ("TARGET_PORT", "8125"),
+        ("KEEP_DNAT_TO", "198.51.100.6"),
+    ];
+    let out = flush(&ns, &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ids_after: BTreeSet<u32> = table::list(&ns).into_iter().map(|l| l.id).collect();
+    assert_eq!(ids_after, ids_before, "exactly the kept entries remain, the same entries");
+    let s = summary(&out);
+    assert_eq!(counts(&s), [10_000, 10_000, 0, 200, 0], "{s}");
+    assert_eq!(s["kernel_flushed"], 0, "{s}");
+}
+
+#[test]
+fn deleting_an_entry_that_is_already_gone_counts_it_as_gone_not_failed() {
+    use flush_conntrack::flush::delete::{DeleteCounts, Deleter};
+    use flush_conntrack::flush::tuple::{Entry, Family};
+
+    if !require::kernel_test("deleting_an_entry_that_is_already_gone_counts_it_as_gone_not_failed", TOOLS) {
+        return;
+    }
+    let ns = Netns::new("gone");
+    let present = Flow::udp("192.0.2.2", 40000, "192.0.2.1", 8125, "198.51.100.5");
+    present.insert_with_conntrack(&ns);
+    let id = table::list(&ns)[0].id;
+    let entry = |sport: u16, id: u32| Entry {
+        family: Family::V4,
+        protocol: 17,
+        src: "192.0.2.2".parse().unwrap(),
+        dst: "192.0.2.1".parse().unwrap(),
+        src_port: sport,
+        dst_port: 8125,
+        reply_src: Some("198.51.100.5".parse().unwrap()),
+        id: Some(id),
+        zone: 0,
+    };
+    // One entry that exists, one that never did, and the first one again.
+    let batch = [entry(40000, id), entry(40001, 1), entry(40000, id)];
+    let path = ns.path();
+    let (counts, failure) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(&path).unwrap();
+            // SAFETY: a valid namespace fd; only this thread moves.
+            let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+            let mut deleter = Deleter::open().unwrap();
+            for e in &batch {
+                deleter.push(e).unwrap();
+            }
+            deleter.finish().unwrap()
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(failure.is_none(), "{failure:?}");
+    assert_eq!(counts, DeleteCounts { deleted: 1, already_gone: 2, failed: 0 });
+    assert!(table::list(&ns).is_empty());
+}

@@ -163,6 +163,9 @@ async fn creates_the_pinned_job_waits_for_complete_and_reads_the_summary() {
             ["matchFields"][0],
         json!({"key": "metadata.name", "operator": "In", "values": ["node-a"]})
     );
+    // Whatever taints the node carries, the flush pod is let onto it.
+    let tolerations = serde_json::to_value(&pod.tolerations).unwrap();
+    assert!(tolerations.as_array().unwrap().contains(&json!({"operator": "Exists"})), "{tolerations}");
     let env = serde_json::to_value(&pod.containers[0].env).unwrap();
     for (k, v) in [
         ("MODE", "flush"),
@@ -209,12 +212,21 @@ async fn a_restarted_trigger_adopts_its_job_on_409() {
         .iter()
         .any(|s| s.method == Method::GET && s.path.ends_with(earlier["metadata"]["name"].as_str().unwrap())));
 
-    // Another run's Job under the same name is not adopted.
-    let mut foreign = earlier;
-    foreign["metadata"]["annotations"]["flush-conntrack/run"] = json!("another-pod");
-    let (client, _) = serve(cluster((409, Some(foreign)), "Complete"));
-    let e = spawn(&client, &settings(&[])).await.unwrap_err();
-    assert!(matches!(e, Error::NameTaken { .. }), "{e}");
+    // Under the same name, a Job of another run, or of the same run for
+    // another node, is not adopted: both halves of "ours" are checked.
+    for (annotation, value) in [("flush-conntrack/run", "another-pod"), ("flush-conntrack/node", "node-b")] {
+        let mut foreign = earlier.clone();
+        foreign["metadata"]["annotations"][annotation] = json!(value);
+        let (client, seen) = serve(cluster((409, Some(foreign)), "Complete"));
+        let e = spawn(&client, &settings(&[])).await.unwrap_err();
+        assert!(matches!(e, Error::NameTaken { .. }), "{annotation}={value}: {e}");
+        assert_eq!(e.exit_code(), EXIT_REFUSED);
+        let seen = seen.lock().unwrap().clone();
+        assert!(
+            !seen.iter().any(|s| s.query.contains("watch=true")),
+            "{annotation}: a foreign Job is not watched"
+        );
+    }
 }
 
 #[tokio::test]

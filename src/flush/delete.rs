@@ -23,6 +23,21 @@ pub struct DeleteCounts {
     pub failed: u64,
 }
 
+impl DeleteCounts {
+    /// Counts one error answer to a delete. Only ENOENT means the entry is
+    /// gone (it expired, or another flusher won the race); anything else is
+    /// a failure and is returned so that the first one can be reported.
+    pub fn answer(&mut self, errno: i32) -> Option<i32> {
+        if errno == libc::ENOENT {
+            self.already_gone += 1;
+            None
+        } else {
+            self.failed += 1;
+            Some(errno)
+        }
+    }
+}
+
 pub struct Deleter {
     socket: CtSocket,
     batch: Vec<u8>,
@@ -89,11 +104,8 @@ impl Deleter {
         let first_failure = &mut self.first_failure;
         self.socket.drain_errors(|errno| {
             answered += 1;
-            if errno == libc::ENOENT {
-                counts.already_gone += 1;
-            } else {
-                counts.failed += 1;
-                first_failure.get_or_insert(errno);
+            if let Some(failure) = counts.answer(errno) {
+                first_failure.get_or_insert(failure);
             }
         })?;
         self.counts.deleted += (self.pending as u64).saturating_sub(answered);
@@ -106,5 +118,21 @@ impl Deleter {
     pub fn finish(mut self) -> io::Result<(DeleteCounts, Option<io::Error>)> {
         self.send()?;
         Ok((self.counts, self.first_failure.map(io::Error::from_raw_os_error)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_enoent_counts_as_already_gone() {
+        let mut counts = DeleteCounts::default();
+        assert_eq!(counts.answer(libc::ENOENT), None);
+        assert_eq!(counts, DeleteCounts { deleted: 0, already_gone: 1, failed: 0 });
+        for errno in [libc::EPERM, libc::EINVAL, libc::EBUSY, libc::ENOMEM] {
+            assert_eq!(counts.answer(errno), Some(errno), "errno {errno}");
+        }
+        assert_eq!(counts, DeleteCounts { deleted: 0, already_gone: 1, failed: 4 });
     }
 }

@@ -81,10 +81,7 @@ pub fn run(selection: &Selection, options: Options) -> Result<Summary, Error> {
         if let Some(first) = failure {
             summary.set_elapsed(started.elapsed());
             summary.log();
-            return Err(match first.raw_os_error() {
-                Some(libc::EPERM) => Error::kernel("delete", first),
-                _ => Error::DeletesFailed { failed: counts.failed, first },
-            });
+            return Err(Error::deletes_failed(counts.failed, first));
         }
     }
     if dry_run && summary.matched > DRY_RUN_LISTED {
