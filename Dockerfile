@@ -1,6 +1,10 @@
 # syntax=docker/dockerfile:1
-# flush-conntrack: one static binary on distroless/static, non-root by
-# default (the flush Job sets runAsUser: 0 and NET_ADMIN itself).
+# flush-conntrack: one static binary and nothing else, non-root by default
+# (the flush Job sets runAsUser: 0 and NET_ADMIN itself). The final stage is
+# FROM scratch: the binary needs no libc, no shell and, in a cluster, no CA
+# bundle (the API server's CA comes with the service account token). The
+# test suite builds this same final stage without a Docker engine
+# (testbed/src/image.rs reads it from this file) and runs it on a kubelet.
 # Build: docker buildx build --platform linux/amd64,linux/arm64 -t IMAGE .
 # Each platform builds natively (under emulation where needed): the musl
 # target of its own architecture links a static binary with no C
@@ -29,7 +33,7 @@ COPY testbed/examples testbed/examples
 RUN cargo build --release --locked --target "$(cat /target)" --bin flush-conntrack \
     && cp "target/$(cat /target)/release/flush-conntrack" /flush-conntrack
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM scratch
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="flush-conntrack" \
       org.opencontainers.image.description="Deletes the stale conntrack entries that keep hostPort UDP flows pointed at a replaced pod" \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager and etcd from their Go
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and
+# etcd from their Go
 # modules (k8s.io/kubernetes at the release go.mod pins, staging modules at
 # the same release) into a cache, once per release: later runs reuse them.
 # Prints the directory holding the binaries.
@@ -8,7 +9,11 @@ cd "$(dirname "$0")"
 release=$(awk '$1 == "k8s.io/kubernetes" || ($1 == "require" && $2 == "k8s.io/kubernetes") {print $NF; exit}' go.mod)
 [ -n "$release" ] || { echo "controlplane/go.mod requires no k8s.io/kubernetes release" >&2; exit 1; }
 cache="${FLUSH_CONNTRACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flush-conntrack}/controlplane-${release}"
-if [ -x "$cache/kube-apiserver" ] && [ -x "$cache/kube-controller-manager" ] && [ -x "$cache/etcd" ]; then
+complete=true
+for bin in kube-apiserver kube-controller-manager kube-scheduler kubelet etcd; do
+  [ -x "$cache/$bin" ] || complete=false
+done
+if $complete; then
   echo "$cache"
   exit 0
 fi

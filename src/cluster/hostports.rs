@@ -53,6 +53,13 @@ pub fn plan(pods: &[Pod], protocols: &[Protocol]) -> Vec<NodeFlush> {
         if pod_ips.is_empty() {
             pod_ips.extend(status.pod_ip.as_deref().and_then(parse));
         }
+        // A pod being deleted still reads Running until the kubelet is done
+        // with it, but its agent is stopping: its node and ports are swept,
+        // and flows to it are not kept. (Seen on a real node, where a sweep
+        // right after a rollout kept the flow of the replaced pod.)
+        if pod.metadata.deletion_timestamp.is_some() {
+            pod_ips.clear();
+        }
         let mut found = false;
         let name = format!(
             "{}/{}",
@@ -163,6 +170,17 @@ mod tests {
         assert_eq!(s.ips.len(), 2, "the hostIP and the one port's own hostIP: {s:?}");
         assert_eq!(s.keep.len(), 2);
         assert_eq!(plan[0].pods.len(), 2);
+    }
+
+    #[test]
+    fn a_pod_being_deleted_is_swept_but_its_flows_are_not_kept() {
+        let mut leaving = pod("old", "node-a", "Running", "192.0.2.1", "10.244.1.5", statsd());
+        leaving.metadata.deletion_timestamp =
+            serde_json::from_value(serde_json::json!("2026-11-26T17:00:00Z")).unwrap();
+        let plan = plan(&[leaving], &[Protocol::Udp]);
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].selection.ports, vec![8125..=8125]);
+        assert!(plan[0].selection.keep.is_empty(), "{plan:?}");
     }
 
     #[test]

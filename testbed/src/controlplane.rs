@@ -3,10 +3,16 @@
 //! Security admission and ValidatingAdmissionPolicy as they ship) and
 //! kube-controller-manager (Job, CronJob, garbage collector and service
 //! account controllers), built from their Go modules by
-//! controlplane/build.sh. There is no kubelet and no scheduler: a fake
-//! kubelet here registers nodes, binds each pod to the node its required
-//! affinity names, and finishes flush pods with a summary as their
-//! termination message, so that the real Job controller decides the Job.
+//! controlplane/build.sh.
+//!
+//! Two ways to have nodes. [`ControlPlane::start`] registers fake ones: a
+//! fake kubelet here binds each pod to the node its required affinity names
+//! and finishes flush pods with a summary as their termination message, so
+//! that the real Job controller decides the Job. [`ControlPlane::for_kubelets`]
+//! adds what real kubelets need (the scheduler, the DaemonSet, node
+//! lifecycle, root CA and TTL controllers, a serving certificate valid for
+//! the Service IP and the nodes' address, a token per node); see
+//! `crate::node`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -24,10 +30,18 @@ use serde_json::json;
 /// What the fake kubelet's flush pods report, as the real binary would.
 pub const SUMMARY: &str = r#"{"dry_run":false,"scanned":4,"matched":1,"deleted":1,"already_gone":0,"kept":1,"failed":0,"kernel_flushed":0,"elapsed_seconds":0.003}"#;
 
+/// The first address of the Service range: what pods see as
+/// `KUBERNETES_SERVICE_HOST`.
+pub const SERVICE_IP: &str = "10.96.0.1";
+
 pub struct ControlPlane {
     pub dir: PathBuf,
     pub server: String,
     pub admin: PathBuf,
+    /// The API server's port on 127.0.0.1.
+    pub port: u16,
+    /// The CA that signed the API server's certificate (PEM file).
+    pub ca: PathBuf,
     children: Vec<Child>,
     stop: Arc<AtomicBool>,
     kubelet: Option<JoinHandle<()>>,
@@ -50,7 +64,7 @@ pub fn binaries() -> Result<PathBuf, String> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if ready() {
@@ -72,9 +86,112 @@ fn spawn(bin: &Path, name: &str, dir: &Path, args: &[String]) -> Result<Child, S
         .map_err(|e| format!("cannot start {name}: {e}"))
 }
 
+/// A CA and the API server's certificate, valid for loopback, the Service
+/// IP (pods reach the API server there) and the nodes' addresses. Returns
+/// the CA's PEM file.
+fn certificates(dir: &Path, addresses: &[&str]) -> Result<PathBuf, String> {
+    let run = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("openssl").current_dir(dir).args(args).output().map_err(|e| e.to_string())?;
+        out.status.success().then_some(()).ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let mut names = vec![
+        "DNS:kubernetes".to_owned(),
+        "DNS:kubernetes.default".to_owned(),
+        "DNS:kubernetes.default.svc".to_owned(),
+        "DNS:localhost".to_owned(),
+        "IP:127.0.0.1".to_owned(),
+        format!("IP:{SERVICE_IP}"),
+    ];
+    names.extend(addresses.iter().map(|a| format!("IP:{a}")));
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=flush-conntrack-test-ca",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "apiserver.key",
+        "-out",
+        "apiserver.csr",
+        "-subj",
+        "/CN=kube-apiserver",
+    ])?;
+    std::fs::write(dir.join("san.ext"), format!("subjectAltName={}\n", names.join(",")))
+        .map_err(|e| e.to_string())?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "apiserver.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "apiserver.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ])?;
+    Ok(dir.join("ca.crt"))
+}
+
 impl ControlPlane {
-    /// Starts everything and registers `nodes` (name, address).
+    /// Starts everything and registers `nodes` (name, address), which a
+    /// fake kubelet runs.
     pub fn start(nodes: &[(&str, &str)]) -> Result<ControlPlane, String> {
+        let mut cp = Self::start_with(&[], &[])?;
+        for (name, address) in nodes {
+            let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name,
+                "labels": {"kubernetes.io/hostname": name}},
+                "status": {"addresses": [{"type": "InternalIP", "address": address}]}});
+            cp.apply(&node.to_string())?;
+        }
+        cp.start_kubelet(nodes.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect());
+        Ok(cp)
+    }
+
+    /// Starts everything real kubelets need, for these nodes (name, address):
+    /// each gets a token as `system:node:NAME`, and the API server's
+    /// certificate is valid for their addresses, where `crate::node` makes
+    /// the API server reachable.
+    pub fn for_kubelets(nodes: &[(&str, &str)]) -> Result<ControlPlane, String> {
+        let addresses: Vec<&str> = nodes.iter().map(|(_, a)| *a).collect();
+        let names: Vec<&str> = nodes.iter().map(|(n, _)| *n).collect();
+        let cp = Self::start_with(&addresses, &names)?;
+        let bin = binaries()?;
+        let mut cp = cp;
+        cp.children.push(spawn(
+            &bin,
+            "kube-scheduler",
+            &cp.dir,
+            &[
+                format!("--kubeconfig={}", cp.admin.display()),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                "--secure-port=0".into(),
+            ],
+        )?);
+        Ok(cp)
+    }
+
+    fn start_with(addresses: &[&str], kubelets: &[&str]) -> Result<ControlPlane, String> {
         let bin = binaries()?;
         let dir = std::env::temp_dir().join(format!("fct-controlplane-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -88,8 +205,12 @@ impl ControlPlane {
                 .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
         };
         run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"))?;
-        std::fs::write(dir.join("tokens.csv"), "admin-token,admin,admin-uid,system:masters\n")
-            .map_err(|e| e.to_string())?;
+        let ca = certificates(&dir, addresses)?;
+        let mut tokens = "admin-token,admin,admin-uid,system:masters\n".to_owned();
+        for name in kubelets {
+            tokens.push_str(&format!("{name}-token,system:node:{name},{name}-uid,system:nodes\n"));
+        }
+        std::fs::write(dir.join("tokens.csv"), tokens).map_err(|e| e.to_string())?;
 
         let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
         let etcd_url = format!("http://127.0.0.1:{client_port}");
@@ -114,6 +235,8 @@ impl ControlPlane {
             dir: dir.clone(),
             server: format!("https://127.0.0.1:{api_port}"),
             admin: dir.join("admin.kubeconfig"),
+            port: api_port,
+            ca,
             children,
             stop: Arc::new(AtomicBool::new(false)),
             kubelet: None,
@@ -131,7 +254,8 @@ impl ControlPlane {
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
                 format!("--secure-port={api_port}"),
-                format!("--cert-dir={}", d("certs")),
+                format!("--tls-cert-file={}", d("apiserver.crt")),
+                format!("--tls-private-key-file={}", d("apiserver.key")),
                 format!("--token-auth-file={}", d("tokens.csv")),
                 "--authorization-mode=Node,RBAC".into(),
                 "--service-account-issuer=https://kubernetes.default.svc".into(),
@@ -146,29 +270,44 @@ impl ControlPlane {
         wait_until("kube-apiserver", Duration::from_secs(90), || {
             cp.kubectl(&["get", "--raw", "/readyz"]).status.success()
         })?;
+        let mut controllers =
+            "job-controller,cronjob-controller,garbage-collector-controller,serviceaccount-controller"
+                .to_owned();
+        if !kubelets.is_empty() {
+            controllers.push_str(
+                ",daemonset-controller,node-lifecycle-controller,root-ca-certificate-publisher-controller,\
+                 ttl-after-finished-controller,taint-eviction-controller",
+            );
+        }
         cp.children.push(spawn(
             &bin,
             "kube-controller-manager",
             &dir,
             &[
                 format!("--kubeconfig={}", cp.admin.display()),
-                "--controllers=job-controller,cronjob-controller,garbage-collector-controller,serviceaccount-controller".into(),
+                format!("--controllers={controllers}"),
+                format!("--root-ca-file={}", cp.ca.display()),
                 "--leader-elect=false".into(),
                 "--bind-address=127.0.0.1".into(),
                 "--secure-port=0".into(),
             ],
         )?);
-        for (name, address) in nodes {
-            let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name,
-                "labels": {"kubernetes.io/hostname": name}},
-                "status": {"addresses": [{"type": "InternalIP", "address": address}]}});
-            cp.apply(&node.to_string())?;
-        }
         wait_until("the default service account", Duration::from_secs(60), || {
             cp.kubectl(&["-n", "default", "get", "serviceaccount", "default"]).status.success()
         })?;
-        cp.start_kubelet(nodes.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect());
         Ok(cp)
+    }
+
+    /// A kubeconfig for a kubelet registered with [`ControlPlane::for_kubelets`],
+    /// reaching the API server at `server` and checking its certificate.
+    pub fn kubelet_kubeconfig(&self, node: &str, server: &str) -> Result<PathBuf, String> {
+        let path = self.dir.join(format!("kubelet-{node}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: kubelet\n  user:\n    token: {node}-token\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: kubelet\ncurrent-context: local\n",
+            self.ca.display()
+        );
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        Ok(path)
     }
 
     pub fn write_kubeconfig(&self, path: &Path, token: &str, namespace: &str) -> Result<(), String> {

@@ -1,0 +1,14 @@
+// kube-scheduler, built from the k8s.io/kubernetes module for flush-conntrack's
+// real-node tests (test tooling only, never shipped).
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewSchedulerCommand()))
+}

@@ -1,0 +1,41 @@
+/* The stand-in agent of the real-node tests: listens on UDP 8125 like a
+ * statsd agent and answers every datagram with "<hostname> <datagram>", so
+ * that a client outside the node sees which pod (its hostname) received it.
+ * Test tooling, never shipped. */
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void stop(int signal) {
+    (void)signal;
+    _exit(0);
+}
+
+int main(void) {
+    char host[128] = "unknown";
+    char in[512], out[768];
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(8125)};
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+    signal(SIGTERM, stop);
+    signal(SIGINT, stop);
+    gethostname(host, sizeof host - 1);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        perror("udp-echo: bind :8125");
+        return 1;
+    }
+    printf("udp-echo %s listening on :8125/udp\n", host);
+    fflush(stdout);
+    for (;;) {
+        struct sockaddr_in from;
+        socklen_t len = sizeof from;
+        ssize_t n = recvfrom(fd, in, sizeof in - 1, 0, (struct sockaddr *)&from, &len);
+        if (n < 0)
+            continue;
+        int m = snprintf(out, sizeof out, "%s %.*s", host, (int)n, in);
+        sendto(fd, out, (size_t)m, 0, (struct sockaddr *)&from, len);
+    }
+}

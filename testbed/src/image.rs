@@ -1,0 +1,317 @@
+//! Container images without a Docker engine or a registry. The shipped
+//! image is the final stage of the Dockerfile, read from the Dockerfile
+//! itself and carried out with umoci, so the two cannot drift apart; the
+//! test images (pause, the UDP agent) are single static programs built the
+//! same way. `skopeo` exports each for `ctr images import`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The final stage of a Dockerfile, as far as an image of one static binary
+/// needs: anything else in it is refused rather than silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalStage {
+    pub base: String,
+    /// `COPY --from=<stage> <source> <destination>`.
+    pub copies: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+    pub user: Option<String>,
+    pub entrypoint: Vec<String>,
+}
+
+/// Logical lines: comments dropped, `\` continuations joined.
+fn instructions(dockerfile: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in dockerfile.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                if !current.trim().is_empty() {
+                    out.push(current.trim().to_owned());
+                }
+                current.clear();
+            }
+        }
+    }
+    out
+}
+
+/// `${NAME}` and `$NAME` from the stage's `ARG`s.
+fn expand(text: &str, args: &HashMap<String, String>) -> String {
+    let mut out = text.to_owned();
+    for (name, value) in args {
+        out = out.replace(&format!("${{{name}}}"), value).replace(&format!("${name}"), value);
+    }
+    out
+}
+
+/// `key="value with spaces" other=plain`.
+fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=').ok_or_else(|| format!("no `=` in `{rest}`"))?;
+        let (value, after) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"').ok_or_else(|| format!("unterminated quote in `{rest}`"))?;
+                (quoted[..end].to_owned(), &quoted[end + 1..])
+            }
+            None => {
+                let end = after.find(char::is_whitespace).unwrap_or(after.len());
+                (after[..end].to_owned(), &after[end..])
+            }
+        };
+        out.push((key.trim().to_owned(), value));
+        rest = after.trim();
+    }
+    Ok(out)
+}
+
+pub fn final_stage(dockerfile: &str) -> Result<FinalStage, String> {
+    let lines = instructions(dockerfile);
+    let start = lines
+        .iter()
+        .rposition(|l| l.to_ascii_uppercase().starts_with("FROM "))
+        .ok_or("the Dockerfile has no FROM")?;
+    let base = lines[start][5..].split_whitespace().next().unwrap_or_default().to_owned();
+    let mut stage =
+        FinalStage { base, copies: Vec::new(), labels: Vec::new(), user: None, entrypoint: Vec::new() };
+    let mut args = HashMap::new();
+    for line in &lines[start + 1..] {
+        let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        match word.to_ascii_uppercase().as_str() {
+            "ARG" => {
+                let (name, default) = rest.split_once('=').unwrap_or((rest, ""));
+                args.insert(name.to_owned(), default.trim_matches('"').to_owned());
+            }
+            "LABEL" => stage.labels.extend(pairs(&expand(rest, &args))?),
+            "COPY" => {
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                match words.as_slice() {
+                    [from, source, destination] if from.starts_with("--from=") => {
+                        stage.copies.push((source.to_string(), destination.to_string()))
+                    }
+                    _ => return Err(format!("COPY must be `COPY --from=STAGE SOURCE DEST`: `{line}`")),
+                }
+            }
+            "USER" => stage.user = Some(expand(rest, &args)),
+            "ENTRYPOINT" => {
+                stage.entrypoint = serde_json::from_str(rest)
+                    .map_err(|e| format!("ENTRYPOINT must be a JSON array ({e}): `{line}`"))?
+            }
+            _ => {
+                return Err(format!(
+                    "the image builder does not carry out `{word}` in the final stage: `{line}`"
+                ))
+            }
+        }
+    }
+    Ok(stage)
+}
+
+/// An image of static files, an entrypoint, a user and labels.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// As pods name it, e.g. `ghcr.io/flush-conntrack/flush-conntrack:0.1.0`.
+    pub reference: String,
+    /// (file on this machine, path in the image).
+    pub files: Vec<(PathBuf, String)>,
+    pub entrypoint: Vec<String>,
+    pub user: Option<String>,
+    pub labels: Vec<(String, String)>,
+}
+
+/// A built image: the archive `ctr images import` takes, and its size.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub reference: String,
+    pub archive: PathBuf,
+    /// The layers as a registry stores and sends them (gzip).
+    pub compressed_bytes: u64,
+    /// The layers unpacked: what the node's disk holds.
+    pub uncompressed_bytes: u64,
+    /// The image configuration as umoci wrote it.
+    pub config: serde_json::Value,
+}
+
+fn run(cmd: &mut Command) -> Result<Vec<u8>, String> {
+    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(out.stdout)
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn blob(layout: &Path, digest: &str) -> PathBuf {
+    let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+    layout.join("blobs").join(algorithm).join(hex)
+}
+
+impl Image {
+    /// The shipped image: the Dockerfile's final stage with `binary` as the
+    /// file its `COPY` takes from the build stage.
+    pub fn from_dockerfile(dockerfile: &Path, binary: &Path, reference: &str) -> Result<Image, String> {
+        let text =
+            std::fs::read_to_string(dockerfile).map_err(|e| format!("{}: {e}", dockerfile.display()))?;
+        let stage = final_stage(&text)?;
+        if stage.base != "scratch" {
+            return Err(format!(
+                "the final stage is FROM {}; only FROM scratch can be built here (no registry)",
+                stage.base
+            ));
+        }
+        let [(_, destination)] = stage.copies.as_slice() else {
+            return Err(format!("the final stage must COPY exactly the binary, not {:?}", stage.copies));
+        };
+        Ok(Image {
+            reference: reference.to_owned(),
+            files: vec![(binary.to_owned(), destination.clone())],
+            entrypoint: stage.entrypoint,
+            user: stage.user,
+            labels: stage.labels,
+        })
+    }
+
+    /// Builds the image in `work` (created, emptied first).
+    pub fn build(&self, work: &Path) -> Result<Built, String> {
+        let _ = std::fs::remove_dir_all(work);
+        std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
+        let layout = work.join("oci");
+        let tagged = format!("{}:image", layout.display());
+        run(Command::new("umoci").args(["init", "--layout"]).arg(&layout))?;
+        run(Command::new("umoci").args(["new", "--image", &tagged]))?;
+        for (source, destination) in &self.files {
+            run(Command::new("umoci").args(["insert", "--image", &tagged]).arg(source).arg(destination))?;
+        }
+        let mut config = Command::new("umoci");
+        config.args(["config", "--image", &tagged, "--config.entrypoint"]);
+        config.arg(self.entrypoint.first().ok_or("an image needs an entrypoint")?);
+        for arg in &self.entrypoint[1..] {
+            config.args(["--config.entrypoint", arg]);
+        }
+        if let Some(user) = &self.user {
+            config.args(["--config.user", user]);
+        }
+        for (key, value) in &self.labels {
+            config.args(["--config.label", &format!("{key}={value}")]);
+        }
+        run(&mut config)?;
+        run(Command::new("umoci").args(["gc", "--layout"]).arg(&layout))?;
+
+        let index = read_json(&layout.join("index.json"))?;
+        let manifest_digest = index["manifests"][0]["digest"].as_str().ok_or("index.json has no manifest")?;
+        let manifest = read_json(&blob(&layout, manifest_digest))?;
+        let config = read_json(&blob(&layout, manifest["config"]["digest"].as_str().ok_or("no config")?))?;
+        let mut compressed_bytes = 0;
+        let mut uncompressed_bytes = 0;
+        for layer in manifest["layers"].as_array().into_iter().flatten() {
+            compressed_bytes += layer["size"].as_u64().ok_or("a layer without a size")?;
+            let digest = layer["digest"].as_str().ok_or("a layer without a digest")?;
+            let unpacked = run(Command::new("gzip").arg("-dc").arg(blob(&layout, digest)))?;
+            uncompressed_bytes += unpacked.len() as u64;
+        }
+        let archive = work.join("image.tar");
+        run(Command::new("skopeo").args(["copy", "--quiet", &format!("oci:{tagged}")]).arg(format!(
+            "docker-archive:{}:{}",
+            archive.display(),
+            self.reference
+        )))?;
+        Ok(Built { reference: self.reference.clone(), archive, compressed_bytes, uncompressed_bytes, config })
+    }
+}
+
+/// The binary the image ships, built as the image builds it: release and
+/// static (`+crt-static` with glibc here; the Dockerfile links musl, whose
+/// Rust target cannot be installed on this machine).
+pub fn static_release_binary(root: &Path) -> Result<PathBuf, String> {
+    let target_dir = root.join("target/static");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run(Command::new(cargo)
+        .current_dir(root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--bin",
+            "flush-conntrack",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir))?;
+    Ok(target_dir.join("x86_64-unknown-linux-gnu/release/flush-conntrack"))
+}
+
+/// An image of one static C program (the test images: pause, the agent).
+pub fn from_c(source: &Path, work: &Path, reference: &str) -> Result<Built, String> {
+    std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
+    let name = source.file_stem().and_then(|s| s.to_str()).ok_or("a source file name")?;
+    let binary = work.join(format!("{name}.bin"));
+    run(Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&binary).arg(source))?;
+    let image = Image {
+        reference: reference.to_owned(),
+        files: vec![(binary, format!("/{name}"))],
+        entrypoint: vec![format!("/{name}")],
+        user: None,
+        labels: Vec::new(),
+    };
+    image.build(&work.join("image"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_final_stage() {
+        let dockerfile = r#"
+FROM rust:1 AS build
+RUN cargo build
+# the image
+FROM scratch
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="flush-conntrack" \
+      org.opencontainers.image.version="${VERSION}"
+COPY --from=build /flush-conntrack /flush-conntrack
+USER 65532:65532
+ENTRYPOINT ["/flush-conntrack"]
+"#;
+        let stage = final_stage(dockerfile).unwrap();
+        assert_eq!(stage.base, "scratch");
+        assert_eq!(
+            stage.labels,
+            vec![
+                ("org.opencontainers.image.title".into(), "flush-conntrack".into()),
+                ("org.opencontainers.image.version".into(), "0.1.0".into())
+            ]
+        );
+        assert_eq!(stage.copies, vec![("/flush-conntrack".into(), "/flush-conntrack".into())]);
+        assert_eq!(stage.user.as_deref(), Some("65532:65532"));
+        assert_eq!(stage.entrypoint, vec!["/flush-conntrack".to_owned()]);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_carry_out() {
+        let e = final_stage("FROM scratch\nRUN echo hi\n").unwrap_err();
+        assert!(e.contains("RUN"), "{e}");
+        let e = final_stage("FROM scratch\nCOPY a b\n").unwrap_err();
+        assert!(e.contains("--from"), "{e}");
+    }
+}

@@ -1,0 +1,629 @@
+//! A real Kubernetes node: containerd, runc, the CNI bridge, host-local and
+//! portmap plugins, and a kubelet built from the Kubernetes module, joined to
+//! a [`ControlPlane`] started with [`ControlPlane::for_kubelets`].
+//!
+//! The node lives in network namespaces of its own: its conntrack table,
+//! iptables rules, bridge and host-network pods are the namespace's, and the
+//! host's table is never touched. Its daemons share one private mount
+//! namespace with tmpfs over `/run`, `/var/lib` and `/var/log`, so what
+//! containerd, the CNI plugins and the kubelet write to fixed paths goes
+//! away with them. What cannot be kept inside is put back on drop: the
+//! global sysctls the kubelet sets, and the cgroups it and runc create
+//! (under a cgroup root of this node's own, every process in it killed).
+
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::controlplane::{ControlPlane, SERVICE_IP};
+use crate::image::Built;
+use crate::netns::Netns;
+
+/// The kubelet sets these host-wide; they are read before it starts and
+/// written back on drop.
+const KUBELET_SYSCTLS: &[&str] = &[
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+];
+
+/// Where the node's pods reach the API server (through [`ApiProxy`]).
+const API_PORT: u16 = 6443;
+
+/// The CRI sandbox image; `crate::image` builds it from testbed/images/pause.c.
+pub const PAUSE_IMAGE: &str = "localhost/fct-pause:test";
+
+pub struct NodeSpec<'a> {
+    pub name: &'a str,
+    /// The node's InternalIP: `status.hostIP` of its pods.
+    pub address: &'a str,
+    /// The pods' subnet, e.g. `10.244.0.0/24`.
+    pub pod_cidr: &'a str,
+    /// A client outside the node, on the node's link: where datagrams to
+    /// the hostPort come from.
+    pub client_address: &'a str,
+    /// A directory holding the `portmap` plugin to use; the other plugins
+    /// are Debian's.
+    pub portmap: &'a Path,
+}
+
+pub struct RealNode {
+    pub name: String,
+    pub address: String,
+    /// The node's network namespace: its table, rules and listeners.
+    pub ns: Netns,
+    /// A host outside the node, linked to it: clients of hostPorts run here.
+    pub client: Netns,
+    pub client_address: String,
+    pub dir: PathBuf,
+    cni_bin: PathBuf,
+    holder: Child,
+    daemons: Vec<Child>,
+    cgroup: String,
+    sysctls: Vec<(String, String)>,
+    proxy: Option<ApiProxy>,
+    socket: PathBuf,
+}
+
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return Vec::new() };
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (fields.len() > 2 && (fields[2] == "cgroup" || fields[2] == "cgroup2"))
+                .then(|| PathBuf::from(fields[1]))
+        })
+        .collect()
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn sysctl_path(key: &str) -> PathBuf {
+    Path::new("/proc/sys").join(key)
+}
+
+impl RealNode {
+    /// Starts the node's daemons and waits until the node is Ready.
+    pub fn start(cp: &ControlPlane, spec: &NodeSpec) -> Result<RealNode, String> {
+        let bin = crate::controlplane::binaries()?;
+        let dir = std::env::temp_dir().join(format!("fct-node-{}-{}", spec.name, std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in [
+            "cni/bin",
+            "cni/net.d",
+            "cni/ipam",
+            "containerd/root",
+            "containerd/state",
+            "kubelet",
+            "pki",
+            "pods",
+        ] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
+        }
+        let ns = Netns::new("knode");
+        let cgroup = format!("fct-node-{}-{}", spec.name, std::process::id());
+        let sysctls = KUBELET_SYSCTLS
+            .iter()
+            .filter_map(|k| {
+                Some((k.to_string(), std::fs::read_to_string(sysctl_path(k)).ok()?.trim().to_owned()))
+            })
+            .collect();
+        let mut node = RealNode {
+            name: spec.name.to_owned(),
+            address: spec.address.to_owned(),
+            ns,
+            client: Netns::new("kclient"),
+            client_address: spec.client_address.to_owned(),
+            dir: dir.clone(),
+            cni_bin: dir.join("cni/bin"),
+            holder: Command::new("true").spawn().map_err(|e| e.to_string())?,
+            daemons: Vec::new(),
+            cgroup,
+            sysctls,
+            proxy: None,
+            socket: dir.join("containerd.sock"),
+        };
+        node.network(spec)?;
+        node.cgroups()?;
+        node.use_portmap(spec.portmap)?;
+        node.write_configs(spec, &cp.ca)?;
+        node.holder = node.spawn_holder()?;
+        node.proxy = Some(ApiProxy::start(&node.ns, spec.address, cp.port)?);
+
+        let containerd = node.spawn_daemon(
+            "containerd",
+            Command::new("containerd").arg("--config").arg(dir.join("containerd.toml")),
+        )?;
+        node.daemons.push(containerd);
+        crate::controlplane::wait_until("containerd", Duration::from_secs(30), || {
+            node.ctr(&["version"]).map(|o| o.status.success()).unwrap_or(false)
+        })?;
+        let kubeconfig = cp.kubelet_kubeconfig(spec.name, &format!("https://{}:{API_PORT}", spec.address))?;
+        let kubelet = node.spawn_daemon(
+            "kubelet",
+            Command::new(bin.join("kubelet")).args([
+                format!("--config={}", dir.join("kubelet.yaml").display()),
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--root-dir={}", dir.join("kubelet").display()),
+                format!("--cert-dir={}", dir.join("pki").display()),
+                format!("--hostname-override={}", spec.name),
+                format!("--node-ip={}", spec.address),
+                "--v=1".to_owned(),
+            ]),
+        )?;
+        node.daemons.push(kubelet);
+        crate::controlplane::wait_until(
+            &format!("node {} Ready", spec.name),
+            Duration::from_secs(90),
+            || {
+                let out = cp.kubectl(&[
+                    "get",
+                    "node",
+                    spec.name,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.taints}",
+                ]);
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                text.starts_with("True") && !text.contains("not-ready")
+            },
+        )?;
+        Ok(node)
+    }
+
+    /// The node's address on a link to the outside, where clients in their
+    /// own namespaces reach its hostPorts; the route pods take to the API.
+    fn network(&self, spec: &NodeSpec) -> Result<(), String> {
+        let client = &self.client;
+        self.ns.exec(&[
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &client.name,
+        ]);
+        self.ns.exec(&["ip", "addr", "add", &format!("{}/24", spec.address), "dev", "eth0"]);
+        self.ns.exec(&["ip", "link", "set", "eth0", "up"]);
+        client.exec(&["ip", "addr", "add", &format!("{}/24", spec.client_address), "dev", "eth0"]);
+        client.exec(&["ip", "link", "set", "eth0", "up"]);
+        client.exec(&["ip", "route", "add", "default", "via", spec.address]);
+        // No kube-proxy here: the Service IP of the API server, as pods see
+        // it, is translated to the proxy on the node's address.
+        // Host-network pods need a route towards the Service range before
+        // OUTPUT can translate it.
+        self.ns.exec(&["ip", "route", "add", "10.96.0.0/16", "dev", "eth0"]);
+        // From pods (PREROUTING) and host-network pods (OUTPUT).
+        for chain in ["PREROUTING", "OUTPUT"] {
+            self.ns.exec(&[
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                chain,
+                "-d",
+                &format!("{SERVICE_IP}/32"),
+                "-p",
+                "tcp",
+                "--dport",
+                "443",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &format!("{}:{API_PORT}", spec.address),
+            ]);
+        }
+        Ok(())
+    }
+
+    /// A cgroup root of this node's own in every hierarchy: the kubelet's
+    /// pods and the daemons (and so every shim and container) live below it.
+    fn cgroups(&self) -> Result<(), String> {
+        for hierarchy in cgroup_hierarchies() {
+            for sub in ["", "daemons"] {
+                let path = hierarchy.join(&self.cgroup).join(sub);
+                std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                // cgroup v1 cpusets start empty, and no task may join one.
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    if let Ok(value) = std::fs::read_to_string(hierarchy.join(file)) {
+                        if path.join(file).exists() {
+                            write(&path.join(file), value.trim())?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `portmap` in `dir` the node's portmap plugin, beside Debian's
+    /// bridge, host-local and loopback. Takes effect at the next pod.
+    pub fn use_portmap(&self, dir: &Path) -> Result<(), String> {
+        for plugin in ["bridge", "host-local", "loopback", "portmap"] {
+            let source =
+                if plugin == "portmap" { dir.join(plugin) } else { Path::new("/usr/lib/cni").join(plugin) };
+            let link = self.cni_bin.join(plugin);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&source, &link).map_err(|e| format!("{}: {e}", link.display()))?;
+        }
+        Ok(())
+    }
+
+    fn write_configs(&self, spec: &NodeSpec, ca: &Path) -> Result<(), String> {
+        let d = |p: &str| self.dir.join(p).display().to_string();
+        let gateway = spec.pod_cidr.rsplit_once('.').map(|(net, _)| format!("{net}.1")).unwrap_or_default();
+        let conflist = serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": "fct-pods",
+            "plugins": [
+                {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+                 "ipam": {"type": "host-local", "dataDir": d("cni/ipam"),
+                          "ranges": [[{"subnet": spec.pod_cidr, "gateway": gateway}]],
+                          "routes": [{"dst": "0.0.0.0/0"}]}},
+                {"type": "portmap", "capabilities": {"portMappings": true}}
+            ]
+        });
+        write(&self.dir.join("cni/net.d/10-fct.conflist"), &conflist.to_string())?;
+        // The VM's bounding set lacks CAP_SYS_RESOURCE, so runc may not
+        // lower oom_score_adj: restrict_oom_score_adj keeps it where it is.
+        let containerd = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni_bin}"
+    conf_dir = "{cni_conf}"
+"#,
+            root = d("containerd/root"),
+            state = d("containerd/state"),
+            socket = self.socket.display(),
+            opt = d("containerd/opt"),
+            cni_bin = d("cni/bin"),
+            cni_conf = d("cni/net.d"),
+        );
+        write(&self.dir.join("containerd.toml"), &containerd)?;
+        let kubelet = format!(
+            r#"apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+cgroupRoot: /{cgroup}
+failCgroupV1: false
+failSwapOn: false
+oomScoreAdj: 0
+containerRuntimeEndpoint: unix://{socket}
+podLogsDir: {pods}
+address: {address}
+readOnlyPort: 0
+healthzPort: 0
+authentication:
+  anonymous: {{enabled: false}}
+  webhook: {{enabled: false}}
+  x509: {{clientCAFile: {ca}}}
+authorization:
+  mode: AlwaysAllow
+resolvConf: /etc/resolv.conf
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard:
+  memory.available: 1Mi
+  nodefs.available: 1%
+  imagefs.available: 1%
+mergeDefaultEvictionSettings: false
+syncFrequency: 5s
+fileCheckFrequency: 5s
+nodeStatusReportFrequency: 10s
+"#,
+            cgroup = self.cgroup,
+            socket = self.socket.display(),
+            pods = d("pods"),
+            address = spec.address,
+            ca = ca.display(),
+        );
+        write(&self.dir.join("kubelet.yaml"), &kubelet)?;
+        Ok(())
+    }
+
+    /// The process that holds the node's private mount namespace (tmpfs
+    /// over `/run`, `/var/lib` and `/var/log`) for the daemons to join.
+    fn spawn_holder(&self) -> Result<Child, String> {
+        let script =
+            "set -e; for d in /run /var/lib /var/log; do mount -t tmpfs -o mode=755 fct-node \"$d\"; done; \
+                      echo ready; exec sleep infinity";
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.ns.path()))
+            .args(["--", "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        self.in_cgroup(&mut cmd);
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start the node's namespace holder: {e}"))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+                .map_err(|e| e.to_string())?;
+        }
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            return Err("the node's mount namespace could not be set up".to_owned());
+        }
+        Ok(child)
+    }
+
+    /// Puts the command's process into this node's `daemons` cgroup in every
+    /// hierarchy before it runs, so that it and all it starts can be found.
+    fn in_cgroup(&self, cmd: &mut Command) {
+        let files: Vec<std::ffi::CString> = cgroup_hierarchies()
+            .iter()
+            .map(|h| h.join(&self.cgroup).join("daemons/cgroup.procs"))
+            .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok())
+            .collect();
+        // SAFETY: open, write and close only, on strings made before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                for file in &files {
+                    let fd = libc::open(file.as_ptr(), libc::O_WRONLY);
+                    if fd >= 0 {
+                        libc::write(fd, b"0".as_ptr().cast(), 1);
+                        libc::close(fd);
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Runs a daemon in the node's network and mount namespaces and cgroup,
+    /// its output in `<dir>/<name>.log`.
+    fn spawn_daemon(&self, name: &str, cmd: &mut Command) -> Result<Child, String> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        self.enter(cmd)?;
+        self.in_cgroup(cmd);
+        cmd.stdout(log).stderr(err).spawn().map_err(|e| format!("cannot start {name}: {e}"))
+    }
+
+    /// Makes the command run in the node's network and mount namespaces.
+    pub fn enter(&self, cmd: &mut Command) -> Result<(), String> {
+        let net = std::fs::File::open(self.ns.path()).map_err(|e| e.to_string())?;
+        let mnt =
+            std::fs::File::open(format!("/proc/{}/ns/mnt", self.holder.id())).map_err(|e| e.to_string())?;
+        // SAFETY: setns only, on descriptors opened before fork; the child
+        // is single-threaded, as joining a mount namespace requires.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) != 0
+                    || libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(())
+    }
+
+    /// `ctr` against the node's containerd, in the `k8s.io` namespace.
+    pub fn ctr(&self, args: &[&str]) -> Result<std::process::Output, String> {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(&self.socket).args(["--namespace", "k8s.io"]).args(args);
+        self.enter(&mut cmd)?;
+        cmd.output().map_err(|e| format!("ctr: {e}"))
+    }
+
+    /// Loads a built image into the node's containerd, as a registry pull
+    /// would have.
+    pub fn import(&self, image: &Built) -> Result<(), String> {
+        let archive = image.archive.display().to_string();
+        let out = self.ctr(&["images", "import", &archive])?;
+        if !out.status.success() {
+            return Err(format!("ctr images import {archive}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(())
+    }
+
+    /// A container's log, as the kubelet wrote it (CRI format lines).
+    pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> String {
+        let Ok(dirs) = std::fs::read_dir(self.dir.join("pods")) else { return String::new() };
+        let prefix = format!("{namespace}_{pod}_");
+        let mut text = String::new();
+        for dir in dirs.flatten() {
+            if !dir.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            let Ok(files) = std::fs::read_dir(dir.path().join(container)) else { continue };
+            let mut files: Vec<PathBuf> = files.flatten().map(|f| f.path()).collect();
+            files.sort();
+            for file in files {
+                text.push_str(&std::fs::read_to_string(file).unwrap_or_default());
+            }
+        }
+        text
+    }
+
+    fn stop(&mut self) {
+        self.proxy.take();
+        for child in self.daemons.iter_mut().rev() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && self.daemons.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Whatever is left below the node's cgroup (shims, containers,
+        // daemons that did not stop) is killed, until nothing is.
+        let hierarchies = cgroup_hierarchies();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut alive = 0;
+            for h in &hierarchies {
+                for pid in procs_below(&h.join(&self.cgroup)) {
+                    alive += 1;
+                    // SAFETY: SIGKILL to a process of this node's cgroup.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            if alive == 0 || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for child in self.daemons.iter_mut().chain(std::iter::once(&mut self.holder)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for h in &hierarchies {
+            remove_cgroups(&h.join(&self.cgroup));
+        }
+        for (key, value) in &self.sysctls {
+            let _ = std::fs::write(sysctl_path(key), value);
+        }
+    }
+}
+
+fn procs_below(cgroup: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_to_string(cgroup.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    if let Ok(children) = std::fs::read_dir(cgroup) {
+        for child in children.flatten().filter(|c| c.path().is_dir()) {
+            pids.extend(procs_below(&child.path()));
+        }
+    }
+    pids
+}
+
+fn remove_cgroups(cgroup: &Path) {
+    if let Ok(children) = std::fs::read_dir(cgroup) {
+        for child in children.flatten().filter(|c| c.path().is_dir()) {
+            remove_cgroups(&child.path());
+        }
+    }
+    let _ = std::fs::remove_dir(cgroup);
+}
+
+impl Drop for RealNode {
+    fn drop(&mut self) {
+        self.stop();
+        if std::env::var_os("FCT_KEEP_NODE_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Forwards TCP from the node's address to the API server on the host's
+/// loopback: the listening socket is made inside the node's namespace and
+/// the upstream ones outside, so that no interface joins the two.
+struct ApiProxy {
+    stop: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ApiProxy {
+    fn start(ns: &Netns, address: &str, upstream_port: u16) -> Result<ApiProxy, String> {
+        let host = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())?;
+        let node = std::fs::File::open(ns.path()).map_err(|e| e.to_string())?;
+        let listen = format!("{address}:{API_PORT}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (flag, open) = (stop.clone(), streams.clone());
+        let thread = std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, with valid namespace fds.
+            let listener = unsafe {
+                if libc::setns(node.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    let _ = ready_tx.send(Err(std::io::Error::last_os_error().to_string()));
+                    return;
+                }
+                let listener = TcpListener::bind(&listen);
+                if libc::setns(host.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    let _ = ready_tx.send(Err(std::io::Error::last_os_error().to_string()));
+                    return;
+                }
+                listener
+            };
+            let listener = match listener.and_then(|l| l.set_nonblocking(true).map(|_| l)) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("bind {listen}: {e}")));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else { continue };
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else { continue };
+                if let Ok(mut all) = open.lock() {
+                    all.extend(client.try_clone().ok());
+                    all.extend(server.try_clone().ok());
+                }
+                std::thread::spawn(move || pipe(client, server));
+                std::thread::spawn(move || pipe(s2, c2));
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())??;
+        Ok(ApiProxy { stop, streams, thread: Some(thread) })
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+impl Drop for ApiProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(all) = self.streams.lock() {
+            for s in all.iter() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
