@@ -2,8 +2,7 @@
 //! network namespace; spawn a node-pinned Job otherwise. A pod's private
 //! namespace must never be flushed in the belief that it is the node's.
 
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use crate::config::Mode;
 use crate::error::Error;
@@ -20,8 +19,8 @@ pub fn decide(net_admin: bool, local: &[IpAddr], targets: &[IpAddr]) -> Result<M
         return Ok(Mode::Spawn);
     }
     if targets.is_empty() {
-        return Err("this process holds CAP_NET_ADMIN, but TARGET_IP is empty, so the node's address \
-                    is unknown and this namespace may be a pod's own"
+        return Err("this process holds CAP_NET_ADMIN, but TARGET_IP names no address of the node (it is \
+                    empty or `local`), so this namespace may be a pod's own"
             .to_owned());
     }
     if targets.iter().any(|t| local.contains(t)) {
@@ -38,45 +37,13 @@ pub fn effective_has(status: &str, capability: u32) -> Option<bool> {
     Some(bits & (1 << capability) != 0)
 }
 
-fn local_addresses() -> io::Result<Vec<IpAddr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` walks the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: the family says which sockaddr this is.
-            match unsafe { (*ifa.ifa_addr).sa_family } as i32 {
-                libc::AF_INET => {
-                    let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                    out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
-                }
-                libc::AF_INET6 => {
-                    let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                    out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
-                }
-                _ => {}
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: frees the list from getifaddrs exactly once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
-}
-
 /// Observes this process and its namespace, and decides.
 pub fn choose(targets: &[IpAddr]) -> Result<Mode, Error> {
     let status = std::fs::read_to_string("/proc/self/status").map_err(|e| Error::Undecided(e.to_string()))?;
     let net_admin = effective_has(&status, CAP_NET_ADMIN)
         .ok_or_else(|| Error::Undecided("/proc/self/status has no readable CapEff".to_owned()))?;
-    let local =
-        local_addresses().map_err(|e| Error::Undecided(format!("cannot list interface addresses: {e}")))?;
+    let local = crate::addresses::local()
+        .map_err(|e| Error::Undecided(format!("cannot list interface addresses: {e}")))?;
     let mode = decide(net_admin, &local, targets).map_err(Error::Undecided)?;
     tracing::info!(%mode, net_admin, "MODE=auto chose");
     Ok(mode)
@@ -111,7 +78,7 @@ mod tests {
     #[test]
     fn with_net_admin_and_no_target_ip_it_refuses() {
         let why = decide(true, &ips(&["10.244.1.5"]), &[]).unwrap_err();
-        assert!(why.contains("TARGET_IP is empty"), "{why}");
+        assert!(why.contains("TARGET_IP names no address of the node"), "{why}");
     }
 
     #[test]
@@ -122,10 +89,5 @@ mod tests {
         assert_eq!(effective_has(net_admin_only, CAP_NET_ADMIN), Some(true));
         assert_eq!(effective_has("CapEff:\t0000000000000000\n", CAP_NET_ADMIN), Some(false));
         assert_eq!(effective_has("Name:\tx\n", CAP_NET_ADMIN), None);
-    }
-
-    #[test]
-    fn this_namespace_has_loopback() {
-        assert!(local_addresses().unwrap().iter().any(|ip| ip.is_loopback()) || !cfg!(target_os = "linux"));
     }
 }

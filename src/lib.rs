@@ -2,6 +2,7 @@
 //! flow translated to a pod that no longer exists, on the node itself or
 //! through a node-pinned Kubernetes Job.
 
+pub mod addresses;
 pub mod auto;
 pub mod cluster;
 pub mod config;

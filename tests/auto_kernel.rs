@@ -63,6 +63,9 @@ fn auto_refuses_when_it_cannot_tell() {
     let out = tool::run(BIN, &ns, &[("TARGET_PORT", "8125")], tool::Options::default());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cannot tell") && stderr.contains("TARGET_IP is empty"), "{stderr}");
+    assert!(
+        stderr.contains("cannot tell") && stderr.contains("TARGET_IP names no address of the node"),
+        "{stderr}"
+    );
     assert_eq!(table::list(&ns), before);
 }

@@ -401,3 +401,64 @@ fn deleting_an_entry_that_is_already_gone_counts_it_as_gone_not_failed() {
     assert_eq!(counts, DeleteCounts { deleted: 1, already_gone: 2, failed: 0 });
     assert!(table::list(&ns).is_empty());
 }
+
+#[test]
+fn target_ip_local_is_every_address_of_the_namespace_as_portmap_matches() {
+    if !require::kernel_test("target_ip_local_is_every_address_of_the_namespace_as_portmap_matches", TOOLS) {
+        return;
+    }
+    // A node with its hostIP, a second address and loopback, as portmap's
+    // `--dst-type LOCAL` DNAT sees them.
+    let ns = Netns::new("local");
+    ns.exec(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]);
+    ns.exec(&["ip", "addr", "add", "192.0.2.1/24", "dev", "eth0"]);
+    ns.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    ns.exec(&["ip", "addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad"]);
+    ns.exec(&["ip", "link", "set", "eth0", "up"]);
+    let stale = vec![
+        // a host-network client to 127.0.0.1, one to the second address,
+        // one to the hostIP, one over IPv6: all still sent to the old pod
+        Flow::udp("127.0.0.1", 40001, "127.0.0.1", 8125, "10.244.0.5"),
+        Flow::udp("192.0.2.2", 40003, "198.18.0.1", 8125, "10.244.0.5"),
+        Flow::udp("192.0.2.2", 40002, "192.0.2.1", 8125, "10.244.0.5"),
+        Flow::udp("2001:db8::2", 40002, "2001:db8::1", 8125, "2001:db8:1::5"),
+    ];
+    let stay = vec![
+        // already at the new pod
+        Flow::udp("192.0.2.3", 40004, "192.0.2.1", 8125, "10.244.0.6"),
+        // a Service's virtual IP translated to a live backend of another pod
+        Flow::udp("10.244.0.9", 40005, "10.96.5.5", 8125, "10.244.0.7"),
+        // an outbound flow of the node to a remote :8125
+        Flow::udp("192.0.2.1", 40006, "203.0.113.9", 8125, "203.0.113.9"),
+    ];
+    for f in stale.iter().chain(&stay) {
+        f.insert_with_conntrack(&ns);
+    }
+    let ids_before: BTreeSet<u32> = table::list(&ns)
+        .into_iter()
+        .filter(|l| stay.iter().any(|f| f.key() == l.flow.key()))
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(ids_before.len(), stay.len());
+    let env = [
+        ("MODE", "flush"),
+        ("TARGET_IP", "local"),
+        ("TARGET_PORT", "8125"),
+        ("KEEP_DNAT_TO", "10.244.0.6,2001:db8:1::6"),
+    ];
+    let out = flush(&ns, &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(table_keys(&ns), keys(&stay), "exactly the stale entries went");
+    let ids_after: BTreeSet<u32> = table::list(&ns).into_iter().map(|l| l.id).collect();
+    assert_eq!(ids_after, ids_before, "the others are the same entries");
+    assert_eq!(counts(&summary(&out)), [4, 4, 0, 1, 0]);
+
+    // Only the hostIP, as before: the loopback and second-address flows stay stale.
+    for f in &stale {
+        f.insert_with_conntrack(&ns);
+    }
+    let out = flush(&ns, &[("MODE", "flush"), ("TARGET_IP", "192.0.2.1"), ("TARGET_PORT", "8125")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let left = table_keys(&ns);
+    assert!(left.contains(&stale[0].key()) && left.contains(&stale[1].key()), "{left:?}");
+}

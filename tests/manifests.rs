@@ -235,7 +235,8 @@ fn spawners_run_as_non_root_without_capabilities() {
         json!({"kind": "ServiceAccount", "name": "statsd", "namespace": "monitoring"})
     );
     let env = trigger["env"].as_array().unwrap();
-    for var in ["NODE_NAME", "POD_UID", "TARGET_IP", "KEEP_DNAT_TO"] {
+    assert!(env.iter().any(|e| e["name"] == "TARGET_IP" && e["value"] == "local"), "every local address");
+    for var in ["NODE_NAME", "POD_UID", "KEEP_DNAT_TO"] {
         assert!(
             env.iter().any(|e| e["name"] == var && e["valueFrom"]["fieldRef"].is_object()),
             "{var} from the downward API"

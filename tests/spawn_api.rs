@@ -382,15 +382,12 @@ async fn sweep_spawns_one_job_per_node_with_its_targets() {
     flush_conntrack::cluster::sweep::run(&client, NS, &s).await.expect("sweep succeeds");
     let jobs = jobs.lock().unwrap().clone();
     assert_eq!(jobs.len(), 3, "one per node with a running agent");
-    for (node, host_ip, pod_ip) in [
-        ("node-a", "192.0.2.1", "10.244.1.5"),
-        ("node-b", "192.0.2.2", "10.244.2.5"),
-        ("node-c", "192.0.2.3", "10.244.3.5"),
-    ] {
+    // Every local address of each node, as portmap translates the hostPort.
+    for (node, pod_ip) in [("node-a", "10.244.1.5"), ("node-b", "10.244.2.5"), ("node-c", "10.244.3.5")] {
         let job = jobs.iter().find(|j| j["metadata"]["labels"]["flush-conntrack/node"] == node).expect(node);
         let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
         for (k, v) in [
-            ("TARGET_IP", host_ip),
+            ("TARGET_IP", "local"),
             ("TARGET_PORT", "8125"),
             ("KEEP_DNAT_TO", pod_ip),
             ("TARGET_PROTOCOL", "udp"),

@@ -1,5 +1,6 @@
 //! What a sweep flushes on each node: the hostPorts that running pods
-//! declare there, and the pod IPs their live flows already reach. Pure.
+//! declare there, at every local address of the node as portmap translates
+//! them, and the pod IPs their live flows already reach. Pure.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -44,11 +45,6 @@ pub fn plan(pods: &[Pod], protocols: &[Protocol]) -> Vec<NodeFlush> {
             continue;
         }
         let parse = |s: &str| s.parse::<IpAddr>().ok();
-        let mut host_ips: Vec<IpAddr> =
-            status.host_ips.iter().flatten().filter_map(|h| parse(&h.ip)).collect();
-        if host_ips.is_empty() {
-            host_ips.extend(status.host_ip.as_deref().and_then(parse));
-        }
         let mut pod_ips: Vec<IpAddr> = status.pod_ips.iter().flatten().filter_map(|p| parse(&p.ip)).collect();
         if pod_ips.is_empty() {
             pod_ips.extend(status.pod_ip.as_deref().and_then(parse));
@@ -80,6 +76,7 @@ pub fn plan(pods: &[Pod], protocols: &[Protocol]) -> Vec<NodeFlush> {
                 selection: Selection {
                     protocols: Vec::new(),
                     ips: Vec::new(),
+                    local: false,
                     ports: Vec::new(),
                     keep: Vec::new(),
                 },
@@ -88,10 +85,11 @@ pub fn plan(pods: &[Pod], protocols: &[Protocol]) -> Vec<NodeFlush> {
             let s = &mut entry.selection;
             push(&mut s.protocols, protocol);
             push(&mut s.ports, host_port..=host_port);
-            // A hostPort bound to one address is reached there only.
+            // portmap translates a hostPort at every local address of the
+            // node (`--dst-type LOCAL`), or at its own hostIP when it has one.
             match port.host_ip.as_deref().and_then(parse).filter(|ip| !ip.is_unspecified()) {
                 Some(ip) => push(&mut s.ips, ip),
-                None => host_ips.iter().for_each(|ip| push(&mut s.ips, *ip)),
+                None => s.local = true,
             }
             pod_ips.iter().for_each(|ip| push(&mut s.keep, *ip));
             found = true;
@@ -147,7 +145,7 @@ mod tests {
         let plan = plan(&pods, &[Protocol::Udp]);
         assert_eq!(plan.len(), 2, "{plan:?}");
         assert_eq!(plan[0].node, "node-a");
-        assert_eq!(plan[0].selection.ips, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        assert!(plan[0].selection.local && plan[0].selection.ips.is_empty(), "{plan:?}");
         assert_eq!(plan[0].selection.ports, vec![8125..=8125], "TCP 8126 is not UDP");
         assert_eq!(plan[0].selection.keep, vec!["10.244.1.5".parse::<IpAddr>().unwrap()]);
         assert_eq!(plan[0].selection.protocols, vec![Protocol::Udp]);
@@ -167,7 +165,8 @@ mod tests {
         let s = &plan[0].selection;
         assert_eq!(s.ports, vec![53..=53, 8125..=8125, 8126..=8126]);
         assert_eq!(s.protocols, vec![Protocol::Udp, Protocol::Tcp]);
-        assert_eq!(s.ips.len(), 2, "the hostIP and the one port's own hostIP: {s:?}");
+        assert!(s.local, "every local address for the ports without a hostIP: {s:?}");
+        assert_eq!(s.ips, vec!["192.0.2.9".parse::<IpAddr>().unwrap()], "and the one port's own hostIP");
         assert_eq!(s.keep.len(), 2);
         assert_eq!(plan[0].pods.len(), 2);
     }

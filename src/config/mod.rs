@@ -139,7 +139,7 @@ impl Settings {
             "json" => LogFormat::Json,
             _ => return Err(ConfigError::new("LOG_FORMAT", &text(&raw.log_format), "must be json or text")),
         };
-        let ips = values::ip_list("TARGET_IP", &text(&raw.target_ip))?;
+        let (ips, local) = values::targets("TARGET_IP", &text(&raw.target_ip))?;
         let ports = values::port_list("TARGET_PORT", &text(&raw.target_port))?;
         let protocols = match raw.target_protocol.as_deref() {
             None => vec![Protocol::Udp],
@@ -175,18 +175,18 @@ impl Settings {
         }
 
         let targets_modes = matches!(mode, Mode::Flush | Mode::Spawn | Mode::Auto);
-        if targets_modes && ips.is_empty() && ports.is_empty() {
+        if targets_modes && ips.is_empty() && !local && ports.is_empty() {
             return Err(ConfigError::new(
                 "TARGET_IP",
                 &text(&raw.target_ip),
                 "neither TARGET_IP nor TARGET_PORT is set; refusing to flush every entry of the table \
-                 (set TARGET_PORT, e.g. TARGET_PORT=8125, and/or TARGET_IP to the node's hostIP)",
+                 (set TARGET_PORT, e.g. TARGET_PORT=8125, and/or TARGET_IP=local for every address of the node)",
             ));
         }
 
         Ok(Settings {
             mode,
-            selection: Selection { protocols, ips, ports, keep },
+            selection: Selection { protocols, ips, local, ports, keep },
             dry_run,
             kernel_flush,
             log_format,

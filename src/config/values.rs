@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
 use super::ConfigError;
-use crate::flush::selection::Protocol;
+use crate::flush::selection::{canonical, Protocol, LOCAL};
 
 /// Splits on commas, trims, drops empty items (`"8125, 8126,"` is two ports).
 fn items(value: &str) -> impl Iterator<Item = &str> {
@@ -15,8 +15,23 @@ fn items(value: &str) -> impl Iterator<Item = &str> {
 }
 
 pub fn ip_list(variable: &'static str, value: &str) -> Result<Vec<IpAddr>, ConfigError> {
+    let (ips, local) = targets(variable, value)?;
+    match local {
+        true => Err(ConfigError::new(variable, value, format!("`{LOCAL}` is only for TARGET_IP"))),
+        false => Ok(ips),
+    }
+}
+
+/// `TARGET_IP`: addresses, and `local` for every address of the namespace
+/// the flush runs in.
+pub fn targets(variable: &'static str, value: &str) -> Result<(Vec<IpAddr>, bool), ConfigError> {
     let mut ips = Vec::new();
+    let mut local = false;
     for item in items(value) {
+        if item.eq_ignore_ascii_case(LOCAL) {
+            local = true;
+            continue;
+        }
         let ip: IpAddr = item.parse().map_err(|_| {
             ConfigError::new(variable, value, format!("`{item}` is not an IPv4 or IPv6 address"))
         })?;
@@ -32,16 +47,7 @@ pub fn ip_list(variable: &'static str, value: &str) -> Result<Vec<IpAddr>, Confi
             ips.push(ip);
         }
     }
-    Ok(ips)
-}
-
-/// The kernel keeps an IPv4 flow in its IPv4 table even when a user writes it
-/// as `::ffff:a.b.c.d`, so compare and filter in that form.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
+    Ok((ips, local))
 }
 
 pub fn port_list(variable: &'static str, value: &str) -> Result<Vec<RangeInclusive<u16>>, ConfigError> {

@@ -36,6 +36,17 @@ pub struct Options {
 pub fn run(selection: &Selection, options: Options) -> Result<Summary, Error> {
     let Options { dry_run, kernel_flush } = options;
     let started = Instant::now();
+    let resolved;
+    let selection = match selection.local {
+        false => selection,
+        true => {
+            let here = crate::addresses::local()
+                .map_err(|e| Error::kernel("list this network namespace's addresses", e))?;
+            resolved = selection.with_local(&here);
+            tracing::info!(addresses = ?resolved.ips, "TARGET_IP=local: every address of this network namespace");
+            &resolved
+        }
+    };
     let mut summary = Summary { dry_run, ..Summary::default() };
     let open = || CtSocket::open().map_err(|e| Error::kernel("open a conntrack netlink socket", e));
     let mut control = open()?;

@@ -6,6 +6,16 @@ use std::ops::RangeInclusive;
 
 use super::tuple::{Entry, Family};
 
+/// The kernel keeps an IPv4 flow in its IPv4 table even when an address is
+/// written (or listed by an interface) as `::ffff:a.b.c.d`, so compare and
+/// filter in that form.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Udp,
@@ -23,15 +33,23 @@ impl Protocol {
     }
 }
 
-/// The parsed `TARGET_*` and `KEEP_DNAT_TO` variables. Empty `ips` or `ports`
-/// mean "any"; configuration guarantees they are not both empty.
+/// The parsed `TARGET_*` and `KEEP_DNAT_TO` variables. Empty `ips` (without
+/// `local`) or `ports` mean "any"; configuration guarantees that not both
+/// are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
     pub protocols: Vec<Protocol>,
     pub ips: Vec<IpAddr>,
+    /// `TARGET_IP=local`: every address of the namespace the flush runs in,
+    /// read when it runs ([`Selection::with_local`]), as portmap's DNAT
+    /// matches any local destination.
+    pub local: bool,
     pub ports: Vec<RangeInclusive<u16>>,
     pub keep: Vec<IpAddr>,
 }
+
+/// The `TARGET_IP` item that stands for every local address.
+pub const LOCAL: &str = "local";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -63,6 +81,20 @@ pub struct Slice {
 const MAX_DUMPS_PER_PROTOCOL: usize = 8;
 
 impl Selection {
+    /// The selection with `local` replaced by these addresses (this
+    /// namespace's, when the flush starts).
+    pub fn with_local(&self, addresses: &[IpAddr]) -> Selection {
+        let mut resolved = Selection { local: false, ..self.clone() };
+        if self.local {
+            for ip in addresses.iter().map(|ip| canonical(*ip)) {
+                if !resolved.ips.contains(&ip) {
+                    resolved.ips.push(ip);
+                }
+            }
+        }
+        resolved
+    }
+
     pub fn verdict(&self, entry: &Entry) -> Verdict {
         let ours = self.protocols.iter().any(|p| p.number() == entry.protocol)
             && (self.ips.is_empty() || self.ips.contains(&entry.dst))
@@ -100,8 +132,9 @@ impl Selection {
                 Protocol::Sctp => "sctp".to_owned(),
             })
             .collect();
+        let local = self.local.then(|| LOCAL.to_owned());
         vec![
-            ("TARGET_IP", join(self.ips.iter().map(ToString::to_string).collect())),
+            ("TARGET_IP", join(local.into_iter().chain(self.ips.iter().map(ToString::to_string)).collect())),
             ("TARGET_PORT", join(ports)),
             ("TARGET_PROTOCOL", join(protocols)),
             ("KEEP_DNAT_TO", join(self.keep.iter().map(ToString::to_string).collect())),
@@ -109,7 +142,7 @@ impl Selection {
     }
 
     pub fn families(&self) -> Vec<Family> {
-        if self.ips.is_empty() {
+        if self.ips.is_empty() || self.local {
             return vec![Family::V4, Family::V6];
         }
         let mut families: Vec<Family> = Vec::new();
@@ -167,7 +200,13 @@ mod tests {
 
     fn sel(ips: &str, ports: &[RangeInclusive<u16>], keep: &str) -> Selection {
         let list = |s: &str| s.split(',').filter(|x| !x.is_empty()).map(|x| x.parse().unwrap()).collect();
-        Selection { protocols: vec![Protocol::Udp], ips: list(ips), ports: ports.to_vec(), keep: list(keep) }
+        Selection {
+            protocols: vec![Protocol::Udp],
+            ips: list(ips),
+            local: false,
+            ports: ports.to_vec(),
+            keep: list(keep),
+        }
     }
 
     fn entry(proto: u8, dst: &str, dport: u16, reply: &str) -> Entry {
@@ -195,6 +234,36 @@ mod tests {
         assert_eq!(s.verdict(&entry(17, "192.0.2.9", 8125, "198.51.100.5")), Verdict::Other);
         assert_eq!(s.verdict(&entry(17, "192.0.2.1", 8126, "198.51.100.5")), Verdict::Other);
         assert_eq!(s.verdict(&entry(17, "2001:db8::1", 8125, "2001:db8::1")), Verdict::Other);
+    }
+
+    #[test]
+    fn local_means_every_address_of_the_namespace() {
+        let mut s = sel("192.0.2.9", &[8125..=8125], "10.244.0.6");
+        s.local = true;
+        let here: Vec<IpAddr> = ["127.0.0.1", "192.0.2.1", "::1", "::ffff:198.18.0.1", "192.0.2.9"]
+            .iter()
+            .map(|i| i.parse().unwrap())
+            .collect();
+        let resolved = s.with_local(&here);
+        assert!(!resolved.local);
+        let expected: Vec<IpAddr> = ["192.0.2.9", "127.0.0.1", "192.0.2.1", "::1", "198.18.0.1"]
+            .iter()
+            .map(|i| i.parse().unwrap())
+            .collect();
+        assert_eq!(resolved.ips, expected);
+        assert_eq!(resolved.verdict(&entry(17, "127.0.0.1", 8125, "10.244.0.5")), Verdict::Delete);
+        assert_eq!(resolved.verdict(&entry(17, "198.18.0.1", 8125, "10.244.0.5")), Verdict::Delete);
+        assert_eq!(resolved.verdict(&entry(17, "127.0.0.1", 8125, "10.244.0.6")), Verdict::Keep);
+        // A Service's virtual IP and a remote destination are not local.
+        assert_eq!(resolved.verdict(&entry(17, "10.96.5.5", 8125, "10.244.0.5")), Verdict::Other);
+        assert_eq!(resolved.verdict(&entry(17, "203.0.113.9", 8125, "203.0.113.9")), Verdict::Other);
+        // Without `local`, the addresses change nothing.
+        assert_eq!(
+            sel("192.0.2.9", &[], "").with_local(&here).ips,
+            vec!["192.0.2.9".parse::<IpAddr>().unwrap()]
+        );
+        // Written back for a spawned Job, `local` stays `local`.
+        assert_eq!(s.env()[0], ("TARGET_IP", "local,192.0.2.9".to_owned()));
     }
 
     #[test]
