@@ -5,20 +5,17 @@
 //! node streams datagrams to the hostPort while the DaemonSet is replaced.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use testbed::controlplane::ControlPlane;
-use testbed::image::{self, Built, Image};
-use testbed::node::{NodeSpec, RealNode, PAUSE_IMAGE};
+use testbed::node::{NodeSpec, RealNode};
 use testbed::require;
-use testbed::story::{self, Agent, Rollout, Story, AGENT_IMAGE};
+use testbed::story::{self, Expect, Rollout, Seen, Story};
 
 const NODE: &str = "node-a";
 const NODE_IP: &str = "192.0.2.1";
 const CLIENT_IP: &str = "192.0.2.2";
-const SHIPPED: &str = "ghcr.io/flush-conntrack/flush-conntrack:0.1.0";
 const TOOLS: &[&str] = &[
     "go",
     "kubectl",
@@ -42,72 +39,78 @@ fn root() -> &'static Path {
 }
 
 fn portmap(version: &str) -> std::path::PathBuf {
-    if version == "debian" {
-        return "/usr/lib/cni".into();
-    }
-    let out = Command::new("bash").arg(root().join("controlplane/portmap.sh")).arg(version).output().unwrap();
-    assert!(out.status.success(), "portmap {version}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().into()
+    story::portmap_dir(root(), version).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn images(work: &Path) -> Vec<Built> {
-    let binary = image::static_release_binary(root()).unwrap_or_else(|e| panic!("{e}"));
-    let shipped = Image::from_dockerfile(&root().join("Dockerfile"), &binary, SHIPPED)
-        .and_then(|i| i.build(&work.join("flush-conntrack")))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let pause = image::from_c(&root().join("testbed/images/pause.c"), &work.join("pause"), PAUSE_IMAGE);
-    let agent = image::from_c(&root().join("testbed/images/udp-echo.c"), &work.join("udp-echo"), AGENT_IMAGE);
-    vec![shipped, pause.unwrap_or_else(|e| panic!("{e}")), agent.unwrap_or_else(|e| panic!("{e}"))]
-}
-
-fn show(what: &str, r: &Rollout) {
+fn show(seen: &Seen) {
     let ms = |d: Option<Duration>| d.map_or("never".to_owned(), |d| format!("{} ms", d.as_millis()));
+    let r = &seen.rollout;
     eprintln!(
-        "{what}: old {} ({}) last answered at {}; new {} ({}) networked at {}, running at {}, first answered at {}; \
-         outage {}; entry while waiting: {:?}",
+        "{}: old {} ({}) last answered at {}; new {} ({}) networked at {}, first answered at {}; outage {}; \
+         entry while waiting: {:?}{}",
+        seen.case.name,
         r.old.name,
         r.old.ip,
         ms(r.last_old_answer),
         r.new.name,
         r.new.ip,
         ms(r.sandbox),
-        ms(r.running),
         ms(r.first_new_answer),
         ms(r.outage()),
-        r.entry_while_waiting
+        r.entry_while_waiting,
+        seen.sweep
+            .as_ref()
+            .map(|s| format!("; a sweep by hand repaired it in {}", ms(s.repaired_after)))
+            .unwrap_or_default()
     );
 }
 
-fn roll(story: &mut Story, trigger: bool, host_network: bool, patience: u64, what: &str) -> Rollout {
-    let r = story
-        .roll(Agent { trigger, host_network }, Duration::from_secs(patience))
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    show(what, &r);
-    r
+/// Checks one case of the tour against what it should show.
+fn check(seen: &Seen) {
+    let (what, r) = (seen.case.name, &seen.rollout);
+    match seen.case.expect {
+        Expect::Stale => {
+            assert!(r.stale(), "{what}: the entry did not point at the old pod");
+            assert_eq!(r.first_new_answer, None, "{what}: the new pod answered through a stale entry");
+            let sweep = seen.sweep.as_ref().unwrap_or_else(|| panic!("{what}: no sweep"));
+            let done =
+                sweep.done.as_ref().unwrap_or_else(|| panic!("{what}: no `sweep done` in the sweep's log"));
+            assert_eq!(done["failed"], 0, "{what}: {done}");
+            assert!(done["deleted"].as_u64() >= Some(1), "{what}: the sweep deleted nothing: {done}");
+            assert!(sweep.repaired_after.is_some(), "{what}: the agent did not answer after the sweep");
+            assert!(
+                sweep.loopback_repaired,
+                "{what}: the client on 127.0.0.1 was not answered after the sweep"
+            );
+            assert_eq!(r.first_new_loopback_answer, None, "{what}: the client on 127.0.0.1 was not stale");
+        }
+        Expect::Repaired(deleted) => {
+            assert!(r.first_new_answer.is_some(), "{what}: the new pod never answered");
+            assert!(r.first_new_loopback_answer.is_some(), "{what}: the client on 127.0.0.1 stayed stale");
+            let s = summary_of(r);
+            assert_eq!(
+                (s["deleted"].as_u64(), s["failed"].as_u64()),
+                (Some(deleted), Some(0)),
+                "{what}: {s}"
+            );
+        }
+        Expect::Clean => {
+            assert!(r.first_new_answer.is_some(), "{what}: the new pod never answered");
+            assert!(
+                r.first_new_loopback_answer.is_some(),
+                "{what}: the client on 127.0.0.1 was not answered"
+            );
+            assert!(!r.stale(), "{what}: stale");
+            if seen.case.agent.trigger {
+                assert_eq!(summary_of(r)["deleted"], 0, "{what}: nothing was stale");
+            }
+        }
+    }
 }
 
 fn summary_of(r: &Rollout) -> Value {
     story::trigger_summary(&r.trigger_log)
         .unwrap_or_else(|| panic!("no summary in the trigger's log:\n{}", r.trigger_log))
-}
-
-/// A sweep by hand repairs what is stale: the agent answers again, and the
-/// sweep's log totals what it deleted.
-fn sweep_repairs(story: &mut Story, r: &Rollout, what: &str) -> Duration {
-    let (at, log) = story.sweep_once().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let done = story::json_lines(&log)
-        .into_iter()
-        .find(|v| v["message"] == "sweep done")
-        .unwrap_or_else(|| panic!("{what}: no `sweep done` in the sweep's log:\n{log}"));
-    assert_eq!(done["failed"], 0, "{what}: {done}");
-    assert!(done["deleted"].as_u64() >= Some(1), "{what}: the sweep deleted nothing: {done}");
-    let answered = story.stream.wait_for(&r.new.responder, at, Duration::from_secs(10));
-    let answered = answered.unwrap_or_else(|| panic!("{what}: the agent did not answer after the sweep"));
-    eprintln!(
-        "{what}: the sweep ran, the agent answered {} ms after it was created",
-        (answered - at).as_millis()
-    );
-    answered - at
 }
 
 #[test]
@@ -116,7 +119,7 @@ fn on_a_real_node() {
         return;
     }
     let work = std::env::temp_dir().join(format!("fct-images-{}", std::process::id()));
-    let images = images(&work);
+    let images = story::images(root(), &work).unwrap_or_else(|e| panic!("{e}"));
     let shipped = &images[0];
     eprintln!(
         "image {}: {} bytes uncompressed, {} bytes compressed",
@@ -129,72 +132,30 @@ fn on_a_real_node() {
     assert_eq!(shipped.config["config"]["Labels"]["org.opencontainers.image.version"], "0.1.0");
 
     let cp = ControlPlane::for_kubelets(&[(NODE, NODE_IP)]).unwrap_or_else(|e| panic!("control plane: {e}"));
-    let (old, debian, new) = (portmap("v0.8.7"), portmap("debian"), portmap("v1.10.0"));
+    let first = portmap(story::TOUR[0].portmap);
     let spec = NodeSpec {
         name: NODE,
         address: NODE_IP,
         pod_cidr: "10.244.0.0/24",
         client_address: CLIENT_IP,
-        portmap: &old,
+        portmap: &first,
     };
     let node = RealNode::start(&cp, &spec).unwrap_or_else(|e| panic!("node: {e}"));
     for image in &images {
         node.import(image).unwrap_or_else(|e| panic!("{e}"));
     }
     let mut story = Story::install(&cp, &node, root()).unwrap_or_else(|e| panic!("install: {e}"));
-
-    // portmap 0.8.7 never deletes entries: the classical bug.
-    let what = "portmap 0.8.7, no trigger";
-    let r = roll(&mut story, false, false, 4, what);
-    assert!(r.stale(), "{what}: the entry did not point at the old pod");
-    assert_eq!(r.first_new_answer, None, "{what}: the new pod answered through a stale entry");
-    sweep_repairs(&mut story, &r, what);
-
-    let what = "portmap 0.8.7, trigger";
-    let r = roll(&mut story, true, false, 20, what);
-    assert!(r.first_new_answer.is_some(), "{what}: the new pod never answered");
-    let s = summary_of(&r);
-    assert_eq!((s["deleted"].as_u64(), s["failed"].as_u64()), (Some(1), Some(0)), "{what}: {s}");
-    assert_eq!(story.client_entry_reply_source().as_deref(), Some(r.new.ip.as_str()));
-
-    // Debian's portmap 1.1.1 deletes them when the new pod is set up.
-    node.use_portmap(&debian).unwrap();
-    let what = "portmap 1.1.1, trigger";
-    let r = roll(&mut story, true, false, 20, what);
-    assert!(r.first_new_answer.is_some() && !r.stale(), "{what}");
-    let s = summary_of(&r);
-    assert_eq!(s["deleted"], 0, "{what}: nothing was stale: {s}");
-    let what = "portmap 1.1.1, no trigger";
-    let r = roll(&mut story, false, false, 20, what);
-    assert!(r.first_new_answer.is_some() && !r.stale(), "{what}");
-
-    // ...but not when the agent moves to the host network (#1190): no ADD.
-    let what = "portmap 1.1.1, switch to hostNetwork, no trigger";
-    let r = roll(&mut story, false, true, 4, what);
-    assert!(r.stale(), "{what}: the entry did not point at the old pod");
-    assert_eq!(r.first_new_answer, None, "{what}");
-    sweep_repairs(&mut story, &r, what);
-    roll(&mut story, false, false, 20, "portmap 1.1.1, back to the pod network");
-    let what = "portmap 1.1.1, switch to hostNetwork, trigger";
-    let r = roll(&mut story, true, true, 20, what);
-    assert!(r.first_new_answer.is_some(), "{what}: the host-network agent never answered");
-    let s = summary_of(&r);
-    assert_eq!(s["deleted"], 1, "{what}: {s}");
-    assert_eq!(
-        story.client_entry_reply_source().as_deref(),
-        Some(NODE_IP),
-        "{what}: not translated any more"
-    );
-
-    // portmap 1.10 deletes them on ADD and on DEL.
-    node.use_portmap(&new).unwrap();
-    let what = "portmap 1.10.0, back to the pod network, trigger";
-    let r = roll(&mut story, true, false, 20, what);
-    assert!(r.first_new_answer.is_some() && !r.stale(), "{what}");
-    assert_eq!(summary_of(&r)["deleted"], 0, "{what}");
-    let what = "portmap 1.10.0, switch to hostNetwork, no trigger";
-    let r = roll(&mut story, false, true, 20, what);
-    assert!(r.first_new_answer.is_some() && !r.stale(), "{what}: 1.10 left a stale entry");
+    let seen = story::tour(&mut story, portmap).unwrap_or_else(|e| panic!("{e}"));
+    for s in &seen {
+        show(s);
+    }
+    for s in &seen {
+        check(s);
+    }
+    // After the trigger of a host-network agent, the flow is no longer
+    // translated: it reaches the node's own listener.
+    let host = seen.iter().find(|s| s.case.agent.host_network && s.case.agent.trigger).expect("the case");
+    assert!(host.rollout.first_new_answer.is_some());
 
     drop(story);
     drop(node);

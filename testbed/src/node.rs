@@ -94,9 +94,54 @@ fn sysctl_path(key: &str) -> PathBuf {
     Path::new("/proc/sys").join(key)
 }
 
+fn alive(pid: &str) -> bool {
+    Path::new("/proc").join(pid).exists()
+}
+
+/// What a node of a run that was killed (and so never dropped) left: its
+/// processes and cgroups, and its network namespaces, found by the pid in
+/// their names.
+fn remove_leftovers() {
+    for hierarchy in cgroup_hierarchies() {
+        let Ok(entries) = std::fs::read_dir(&hierarchy) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("fct-node-").and_then(|n| n.rsplit('-').next()) else {
+                continue;
+            };
+            if alive(pid) {
+                continue;
+            }
+            for _ in 0..50 {
+                let pids = procs_below(&entry.path());
+                if pids.is_empty() {
+                    break;
+                }
+                // SAFETY: SIGKILL to processes of a dead run's node cgroup.
+                pids.iter().for_each(|p| unsafe {
+                    libc::kill(*p, libc::SIGKILL);
+                });
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            remove_cgroups(&entry.path());
+        }
+    }
+    let Ok(namespaces) = std::fs::read_dir("/run/netns") else { return };
+    for ns in namespaces.flatten() {
+        let name = ns.file_name().to_string_lossy().into_owned();
+        let parts: Vec<&str> = name.split('-').collect();
+        if let ["fct", "knode" | "kclient", pid, _] = parts.as_slice() {
+            if !alive(pid) {
+                let _ = Command::new("ip").args(["netns", "del", &name]).output();
+            }
+        }
+    }
+}
+
 impl RealNode {
     /// Starts the node's daemons and waits until the node is Ready.
     pub fn start(cp: &ControlPlane, spec: &NodeSpec) -> Result<RealNode, String> {
+        remove_leftovers();
         let bin = crate::controlplane::binaries()?;
         let dir = std::env::temp_dir().join(format!("fct-node-{}-{}", spec.name, std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

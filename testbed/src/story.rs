@@ -11,16 +11,21 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::controlplane::ControlPlane;
+use crate::image::{self, Built, Image};
 use crate::node::RealNode;
 use crate::stream::Stream;
 use crate::table;
 
 pub const AGENT_NAMESPACE: &str = "monitoring";
 pub const AGENT_IMAGE: &str = "localhost/fct-udp-echo:test";
+/// The shipped image's name, as the manifests give it.
+pub const SHIPPED_IMAGE: &str = "ghcr.io/flush-conntrack/flush-conntrack:0.1.0";
 pub const NAMESPACE: &str = "flush-conntrack";
 const SELECTOR: &str = "app.kubernetes.io/name=statsd";
 pub const PORT: u16 = 8125;
 pub const CLIENT_PORT: u16 = 40000;
+/// The source port of the host-network client that sends to 127.0.0.1.
+pub const LOOPBACK_CLIENT_PORT: u16 = 40001;
 /// One datagram every 10 ms, as a busy statsd client sends.
 pub const TICK: Duration = Duration::from_millis(10);
 
@@ -49,11 +54,14 @@ pub struct Rollout {
     pub new: AgentPod,
     /// The old pod's last answer.
     pub last_old_answer: Option<Duration>,
-    /// The new pod first seen with its IP (its sandbox networked).
+    /// The new pod's sandbox networked: its veth on the node, or (host
+    /// network) its IP first seen in the API.
     pub sandbox: Option<Duration>,
     /// The new pod first seen Running (its agent container started).
     pub running: Option<Duration>,
     pub first_new_answer: Option<Duration>,
+    /// The same for the host-network client sending to 127.0.0.1.
+    pub first_new_loopback_answer: Option<Duration>,
     /// Where the client's entry sent replies from once the new pod ran,
     /// while the new pod had not answered yet: the old pod's IP is stale.
     pub entry_while_waiting: Option<String>,
@@ -76,7 +84,11 @@ impl Rollout {
 pub struct Story<'a> {
     pub cp: &'a ControlPlane,
     pub node: &'a RealNode,
+    /// A client outside the node, sending to the node's address.
     pub stream: Stream,
+    /// A host-network client on the node, sending to 127.0.0.1, which
+    /// portmap translates too.
+    pub loopback: Stream,
     init_containers: Value,
     agent: Agent,
     hostname: String,
@@ -93,6 +105,33 @@ fn checked(o: Output, what: &str) -> Result<Output, String> {
     } else {
         Err(format!("{what}: {}", text(&o)))
     }
+}
+
+/// The directory holding CNI portmap at `version` (`debian`: the package's).
+pub fn portmap_dir(root: &Path, version: &str) -> Result<std::path::PathBuf, String> {
+    if version == "debian" {
+        return Ok("/usr/lib/cni".into());
+    }
+    let out = Command::new("bash")
+        .arg(root.join("controlplane/portmap.sh"))
+        .arg(version)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let out = checked(out, &format!("controlplane/portmap.sh {version}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().into())
+}
+
+/// The images a node needs: the shipped one (from the Dockerfile), the
+/// sandbox (pause) and the stand-in agent.
+pub fn images(root: &Path, work: &Path) -> Result<Vec<Built>, String> {
+    let binary = image::static_release_binary(root)?;
+    let shipped = Image::from_dockerfile(&root.join("Dockerfile"), &binary, SHIPPED_IMAGE)?
+        .build(&work.join("flush-conntrack"))?;
+    let pause =
+        image::from_c(&root.join("testbed/images/pause.c"), &work.join("pause"), crate::node::PAUSE_IMAGE)?;
+    let agent = image::from_c(&root.join("testbed/images/udp-echo.c"), &work.join("udp-echo"), AGENT_IMAGE)?;
+    Ok(vec![shipped, pause, agent])
 }
 
 /// The statsd overlay as `kubectl kustomize` renders it, with the stand-in
@@ -142,20 +181,24 @@ impl<'a> Story<'a> {
             std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned();
         let stream =
             Stream::start(&node.client, (&node.client_address, CLIENT_PORT), (&node.address, PORT), TICK);
+        let loopback =
+            Stream::start(&node.ns, ("127.0.0.1", LOOPBACK_CLIENT_PORT), ("127.0.0.1", PORT), TICK);
         let story = Story {
             cp,
             node,
             stream,
+            loopback,
             init_containers: ds["spec"]["template"]["spec"]["initContainers"].clone(),
             agent: Agent { trigger: true, host_network: false },
             hostname,
             sweeps: 0,
         };
         let pod = story.wait_for_pod(None, Duration::from_secs(120))?;
-        story
-            .stream
-            .wait_for(&pod.responder, Duration::ZERO, Duration::from_secs(20))
-            .ok_or_else(|| format!("the agent {} never answered", pod.name))?;
+        for stream in [&story.stream, &story.loopback] {
+            stream
+                .wait_for(&pod.responder, Duration::ZERO, Duration::from_secs(20))
+                .ok_or_else(|| format!("the agent {} never answered", pod.name))?;
+        }
         Ok(story)
     }
 
@@ -224,7 +267,9 @@ impl<'a> Story<'a> {
             );
             patch.push(json!({"op": "add", "path": "/spec/template/spec/dnsPolicy", "value": dns}));
         }
-        let started = self.stream.now();
+        let sandbox_watch = SandboxWatch::start(&self.node.ns);
+        let started_at = Instant::now();
+        let started = self.stream.at(started_at);
         let out = if patch.is_empty() {
             self.cp.kubectl(&["-n", AGENT_NAMESPACE, "rollout", "restart", "daemonset/statsd"])
         } else {
@@ -263,11 +308,19 @@ impl<'a> Story<'a> {
             std::thread::sleep(Duration::from_millis(50));
         }
         let new = new.ok_or("no new pod")?;
+        // The veth is the sandbox's network, set up by the CNI plugins: more
+        // precise than the pod's IP in the API, which lags by up to a second.
+        // Host-network pods have none.
+        if let Some(at) = sandbox_watch.finish() {
+            sandbox = Some(self.stream.at(at).saturating_sub(started));
+        }
         let entry_while_waiting = match self.stream.first_from(&new.responder, started) {
             Some(_) => None,
             None => self.client_entry_reply_source(),
         };
         let first = self.stream.wait_for(&new.responder, started, patience);
+        let loopback_started = self.loopback.at(started_at);
+        let loopback_first = self.loopback.wait_for(&new.responder, loopback_started, Duration::from_secs(2));
         let trigger_log = match agent.trigger {
             true => self.node.container_log(AGENT_NAMESPACE, &new.name, "flush-conntrack"),
             false => String::new(),
@@ -280,6 +333,7 @@ impl<'a> Story<'a> {
             sandbox,
             running,
             first_new_answer: first.map(|t| t.saturating_sub(started)),
+            first_new_loopback_answer: loopback_first.map(|t| t.saturating_sub(loopback_started)),
             entry_while_waiting,
             trigger_log,
         })
@@ -344,4 +398,157 @@ pub fn json_lines(log: &str) -> Vec<Value> {
 /// The flush summary a trigger logged for its Job.
 pub fn trigger_summary(log: &str) -> Option<Value> {
     json_lines(log).into_iter().find(|v| v["message"] == "flush Job succeeded")
+}
+
+/// What a case of the tour should show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The new pod never answers: the entry still points at the old one.
+    /// A sweep by hand follows and must repair it.
+    Stale,
+    /// The trigger's Job deleted this many entries (the outside client's and
+    /// the loopback client's) and the new pod answers both.
+    Repaired(u64),
+    /// The new pod answers and nothing was stale (a trigger deletes nothing).
+    Clean,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    pub name: &'static str,
+    /// `v0.8.7`, `debian` (1.1.1) or `v1.10.0`.
+    pub portmap: &'static str,
+    pub agent: Agent,
+    pub expect: Expect,
+}
+
+const fn case(name: &'static str, portmap: &'static str, trigger: bool, host: bool, expect: Expect) -> Case {
+    Case { name, portmap, agent: Agent { trigger, host_network: host }, expect }
+}
+
+/// Every case users meet, in an order where each starts from the state the
+/// one before left: portmap before 0.9 (the classical bug), Debian's 1.1.1
+/// (flushes on ADD, not on DEL: the hostNetwork switch of #1190 stays
+/// stale), 1.10 (flushes on both).
+pub const TOUR: &[Case] = &[
+    case("portmap 0.8.7, pod replaced, no tool", "v0.8.7", false, false, Expect::Stale),
+    case("portmap 0.8.7, pod replaced, trigger", "v0.8.7", true, false, Expect::Repaired(2)),
+    case("portmap 1.1.1, pod replaced, trigger", "debian", true, false, Expect::Clean),
+    case("portmap 1.1.1, pod replaced, no tool", "debian", false, false, Expect::Clean),
+    case("portmap 1.1.1, switch to hostNetwork, no tool", "debian", false, true, Expect::Stale),
+    case("portmap 1.1.1, back to the pod network, no tool", "debian", false, false, Expect::Clean),
+    case("portmap 1.1.1, switch to hostNetwork, trigger", "debian", true, true, Expect::Repaired(2)),
+    case("portmap 1.10.0, back to the pod network, trigger", "v1.10.0", true, false, Expect::Clean),
+    case("portmap 1.10.0, switch to hostNetwork, no tool", "v1.10.0", false, true, Expect::Clean),
+    case("portmap 1.10.0, back to the pod network, no tool", "v1.10.0", false, false, Expect::Clean),
+];
+
+/// A sweep by hand after a stale case.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    /// From `kubectl create job` to the agent's first answer.
+    pub repaired_after: Option<Duration>,
+    /// The host-network client on 127.0.0.1 was answered after it too.
+    pub loopback_repaired: bool,
+    /// The sweep's `sweep done` log line.
+    pub done: Option<Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub case: Case,
+    pub rollout: Rollout,
+    pub sweep: Option<Sweep>,
+}
+
+impl Seen {
+    /// From the new pod's sandbox to its first answer.
+    pub fn repair(&self) -> Option<Duration> {
+        Some(self.rollout.first_new_answer?.saturating_sub(self.rollout.sandbox?))
+    }
+}
+
+/// Plays the tour once. `portmap` gives each case's plugin directory.
+pub fn tour(story: &mut Story, portmap: impl Fn(&str) -> std::path::PathBuf) -> Result<Vec<Seen>, String> {
+    let mut seen = Vec::new();
+    for case in TOUR {
+        story.node.use_portmap(&portmap(case.portmap))?;
+        let patience = if case.expect == Expect::Stale { 4 } else { 20 };
+        let rollout = story
+            .roll(case.agent, Duration::from_secs(patience))
+            .map_err(|e| format!("{}: {e}", case.name))?;
+        let sweep = match case.expect {
+            Expect::Stale => {
+                let (at, log) = story.sweep_once()?;
+                let done = json_lines(&log).into_iter().find(|v| v["message"] == "sweep done");
+                let answered = story.stream.wait_for(&rollout.new.responder, at, Duration::from_secs(10));
+                let at_loopback = story.loopback.now().saturating_sub(story.stream.now().saturating_sub(at));
+                let loopback =
+                    story.loopback.wait_for(&rollout.new.responder, at_loopback, Duration::from_secs(5));
+                Some(Sweep {
+                    repaired_after: answered.map(|t| t.saturating_sub(at)),
+                    loopback_repaired: loopback.is_some(),
+                    done,
+                })
+            }
+            _ => None,
+        };
+        seen.push(Seen { case: *case, rollout, sweep });
+    }
+    Ok(seen)
+}
+
+/// Watches the node's namespace for a new veth: a pod sandbox networked.
+struct SandboxWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<Instant>>,
+}
+
+fn interfaces() -> Vec<String> {
+    let mut names = Vec::new();
+    // SAFETY: if_nameindex returns an array ended by a zero index, freed
+    // below exactly once.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return names;
+        }
+        let mut item = list;
+        while (*item).if_index != 0 {
+            names.push(std::ffi::CStr::from_ptr((*item).if_name).to_string_lossy().into_owned());
+            item = item.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    names
+}
+
+impl SandboxWatch {
+    fn start(ns: &crate::netns::Netns) -> SandboxWatch {
+        use std::sync::atomic::Ordering;
+        let path = ns.path();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).ok()?;
+            // SAFETY: a valid namespace fd; only this thread moves.
+            if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
+                return None;
+            }
+            let before = interfaces();
+            while !flag.load(Ordering::Relaxed) {
+                if interfaces().iter().any(|i| i.starts_with("veth") && !before.contains(i)) {
+                    return Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        });
+        SandboxWatch { stop, thread }
+    }
+
+    fn finish(self) -> Option<Instant> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
+    }
 }

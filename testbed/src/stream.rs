@@ -69,6 +69,11 @@ impl Stream {
         self.start.elapsed()
     }
 
+    /// An instant as time since the stream started.
+    pub fn at(&self, instant: Instant) -> Duration {
+        instant.saturating_duration_since(self.start)
+    }
+
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
