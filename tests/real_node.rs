@@ -108,6 +108,18 @@ fn check(seen: &Seen) {
     }
 }
 
+/// A trigger's outcome shows on its pod as Events.
+fn check_events(seen: &Seen) {
+    let (what, r) = (seen.case.name, &seen.rollout);
+    if !seen.case.agent.trigger {
+        assert!(r.events.is_empty(), "{what}: {:?}", r.events);
+        return;
+    }
+    let reasons: Vec<&str> = r.events.iter().map(|(_, reason)| reason.as_str()).collect();
+    assert_eq!(reasons, ["FlushJobCreated", "Flushed"], "{what}: the Events on the pod: {:?}", r.events);
+    assert!(r.events.iter().all(|(kind, _)| kind == "Normal"), "{what}: {:?}", r.events);
+}
+
 fn summary_of(r: &Rollout) -> Value {
     story::trigger_summary(&r.trigger_log)
         .unwrap_or_else(|| panic!("no summary in the trigger's log:\n{}", r.trigger_log))
@@ -151,6 +163,7 @@ fn on_a_real_node() {
     }
     for s in &seen {
         check(s);
+        check_events(s);
     }
     // After the trigger of a host-network agent, the flow is no longer
     // translated: it reaches the node's own listener.

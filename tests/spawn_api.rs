@@ -397,3 +397,99 @@ async fn sweep_spawns_one_job_per_node_with_its_targets() {
     }
     assert!(seen.lock().unwrap().iter().all(|s| !s.path.contains("node-d")));
 }
+
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/monitoring/events";
+
+/// The usual cluster, where Events on the trigger pod are answered `code`.
+fn with_events(mut inner: Route, code: u16) -> Route {
+    Box::new(move |s: &Seen| match (&s.method, s.path.as_str()) {
+        (&Method::POST, EVENTS) if code == 201 => Some((201, s.body.to_string())),
+        (&Method::POST, EVENTS) => {
+            Some((code, status(code, "Forbidden", "events.events.k8s.io is forbidden").to_string()))
+        }
+        _ => inner(s),
+    })
+}
+
+fn events(seen: &Arc<Mutex<Vec<Seen>>>) -> Vec<(String, String, String)> {
+    let seen = seen.lock().unwrap().clone();
+    seen.iter()
+        .filter(|s| s.method == Method::POST && s.path == EVENTS)
+        .map(|s| {
+            assert_eq!(s.body["regarding"]["name"], "statsd-x", "{}", s.body);
+            assert_eq!(s.body["regarding"]["uid"], "7d3c-uid", "{}", s.body);
+            assert_eq!(s.body["reportingController"], "flush-conntrack");
+            let text = |k: &str| s.body[k].as_str().unwrap_or_default().to_owned();
+            (text("type"), text("reason"), text("note"))
+        })
+        .collect()
+}
+
+const ON_POD: &[(&str, &str)] = &[("POD_NAME", "statsd-x"), ("POD_NAMESPACE", "monitoring")];
+
+#[tokio::test]
+async fn the_outcome_shows_on_the_trigger_pod_as_events() {
+    let (client, seen) = serve(with_events(cluster((201, None), "Complete"), 201));
+    spawn(&client, &settings(ON_POD)).await.expect("spawn succeeds");
+    let written = events(&seen);
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert_eq!((written[0].0.as_str(), written[0].1.as_str()), ("Normal", "FlushJobCreated"));
+    assert!(written[0].2.contains("node node-a"), "{written:?}");
+    assert_eq!((written[1].0.as_str(), written[1].1.as_str()), ("Normal", "Flushed"));
+    assert!(
+        written[1].2.starts_with("deleted 2 stale conntrack entries on node node-a, kept 1"),
+        "{written:?}"
+    );
+
+    let (client, seen) = serve(with_events(cluster((201, None), "Failed"), 201));
+    let e = spawn(&client, &settings(ON_POD)).await.unwrap_err();
+    let written = events(&seen);
+    let last = written.last().expect("a warning");
+    assert_eq!((last.0.as_str(), last.1.as_str()), ("Warning", "FlushFailed"), "{written:?}");
+    assert!(last.2.contains("BackoffLimitExceeded") && last.2 == e.to_string(), "{last:?}");
+
+    // Without the pod's name there is nothing to write on.
+    let (client, seen) = serve(with_events(cluster((201, None), "Complete"), 201));
+    spawn(&client, &settings(&[])).await.unwrap();
+    assert!(events(&seen).is_empty());
+}
+
+#[tokio::test]
+async fn an_event_that_cannot_be_written_does_not_affect_the_flush() {
+    let (client, seen) = serve(with_events(cluster((201, None), "Complete"), 403));
+    spawn(&client, &settings(ON_POD)).await.expect("the flush succeeds without its events");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.iter().filter(|s| s.path == EVENTS).count(), 2, "both tried once, not retried on 403");
+    assert!(seen.iter().any(|s| s.path.ends_with("/pods")), "the summary was still read");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_job_is_a_warning_on_the_pod() {
+    let created: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
+    let inner: Route = Box::new(move |s: &Seen| match (&s.method, s.path.as_str()) {
+        (&Method::GET, CRONJOB) => ok(template()),
+        (&Method::POST, JOBS) => {
+            *created.lock().unwrap() = Some(s.body.clone());
+            Some((201, s.body.to_string()))
+        }
+        (&Method::GET, p) if p.starts_with(JOBS) && s.query.contains("watch=true") => {
+            Some((200, String::new()))
+        }
+        (&Method::GET, p) if p.starts_with(JOBS) => ok(created.lock().unwrap().clone()?),
+        (&Method::GET, "/api/v1/namespaces/flush-conntrack/events") => {
+            ok(json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": []}))
+        }
+        _ => None,
+    });
+    let (client, seen) = serve(with_events(inner, 201));
+    let e = spawn(
+        &client,
+        &settings(&[("POD_NAME", "statsd-x"), ("POD_NAMESPACE", "monitoring"), ("WAIT_TIMEOUT", "5")]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.exit_code(), EXIT_TIMED_OUT);
+    let written = events(&seen);
+    let last = written.last().expect("a warning");
+    assert_eq!((last.0.as_str(), last.1.as_str()), ("Warning", "FlushTimedOut"), "{written:?}");
+}

@@ -261,3 +261,29 @@ fn sweep_spawns_a_valid_job_per_node() {
     );
     c.validate_jobs("sweep_spawns_a_valid_job_per_node");
 }
+
+#[test]
+fn a_sidecar_trigger_reports_and_stays_until_terminated() {
+    // STAY_RUNNING=true: as a restartPolicy: Always init container, the
+    // trigger must not exit once done, or the kubelet would start it (and a
+    // flush) again.
+    let c = Cluster::new(Behaviour::default());
+    let log = c.dir.join("sidecar.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = c.command(&[("STAY_RUNNING", "true")]).stderr(file).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("running until the pod is terminated") {
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(matches!(child.try_wait(), Ok(None)), "it exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(matches!(child.try_wait(), Ok(None)), "it stays after the outcome");
+    assert_eq!(c.api.jobs().len(), 1, "one Job, not one per restart");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("flush Job succeeded") && text.contains("deleted=2"), "{text}");
+}

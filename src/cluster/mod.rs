@@ -2,6 +2,7 @@
 //! a current-thread runtime, every call bounded, SIGTERM honoured.
 
 pub mod api;
+pub mod events;
 pub mod hostports;
 pub mod job;
 pub mod job_template;
@@ -34,9 +35,24 @@ pub fn run(mode: Mode, settings: &Settings) -> Result<(), Error> {
                 _ => spawn::run(&client, &namespace, settings).await,
             }
         };
-        tokio::select! {
+        let result = tokio::select! {
             result = work => result,
             signal = terminated() => Err(signal),
+        };
+        // A sidecar that exited would be started again, and flush again:
+        // it reports and stays until the pod ends.
+        match result {
+            Err(e @ (Error::Config(_) | Error::Interrupted(_))) => Err(e),
+            outcome if settings.cluster.stay_running => {
+                if let Err(e) = outcome {
+                    tracing::error!(exit_code = e.exit_code(), "{e}");
+                }
+                tracing::info!("STAY_RUNNING=true: done; running until the pod is terminated");
+                let signal = terminated().await;
+                tracing::info!("{signal}: exiting");
+                Ok(())
+            }
+            outcome => outcome,
         }
     });
     match result {

@@ -4,6 +4,7 @@
 use kube::Client;
 use tokio::time::Instant;
 
+use super::events::{self, Regarding};
 use super::job::{self, JobState};
 use super::job_template::FlushOrder;
 use crate::config::{missing_node_name, Settings};
@@ -16,6 +17,30 @@ const MANUAL_RUN: &str = "manual";
 pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Result<(), Error> {
     let cluster = &settings.cluster;
     let node = cluster.node_name.as_deref().ok_or_else(missing_node_name)?;
+    let regarding = cluster.pod.as_ref().map(|(ns, name)| Regarding {
+        namespace: ns.clone(),
+        name: name.clone(),
+        uid: cluster.pod_uid.clone(),
+    });
+    let result = spawn(client, namespace, settings, node, regarding.as_ref()).await;
+    if let (Some(pod), Err(e)) = (&regarding, &result) {
+        let reason = match e {
+            Error::TimedOut { .. } => "FlushTimedOut",
+            _ => "FlushFailed",
+        };
+        events::publish(client, pod, &events::failed(reason, &e.to_string()), node).await;
+    }
+    result
+}
+
+async fn spawn(
+    client: &Client,
+    namespace: &str,
+    settings: &Settings,
+    node: &str,
+    regarding: Option<&Regarding>,
+) -> Result<(), Error> {
+    let cluster = &settings.cluster;
     let template = job::template(client, namespace, &cluster.job_template).await?;
     let run = cluster.pod_uid.as_deref().unwrap_or(MANUAL_RUN);
     let order = FlushOrder { node, selection: settings.selection.env(), dry_run: settings.dry_run, run };
@@ -28,12 +53,18 @@ pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Resul
     let started = Instant::now();
     let job = job::create_or_adopt(client, &job, &order).await?;
     let name = job.metadata.name.clone().unwrap_or_default();
+    if let Some(pod) = regarding {
+        events::publish(client, pod, &events::job_created(&name, namespace, node), node).await;
+    }
     if cluster.wait_timeout.is_zero() {
         return Ok(());
     }
-    finish(client, namespace, &name, node, started + cluster.wait_timeout, cluster.wait_timeout)
-        .await
-        .map(|_| ())
+    let summary =
+        finish(client, namespace, &name, node, started + cluster.wait_timeout, cluster.wait_timeout).await?;
+    if let (Some(pod), Some(summary)) = (regarding, summary) {
+        events::publish(client, pod, &events::flushed(&summary, &name, namespace, node), node).await;
+    }
+    Ok(())
 }
 
 /// Waits for one Job and turns its outcome into ours, logging the summary

@@ -15,6 +15,12 @@ pub struct ClusterSettings {
     pub node_name: Option<String>,
     /// The trigger pod's UID: part of the Job's name.
     pub pod_uid: Option<String>,
+    /// The trigger pod (`POD_NAMESPACE`/`POD_NAME`): Events about its flush
+    /// go on it. `None`: no Events.
+    pub pod: Option<(String, String)>,
+    /// After the outcome, keep running until terminated: the trigger as a
+    /// sidecar (`restartPolicy: Always`), which the agent does not wait for.
+    pub stay_running: bool,
     /// Namespace of the template and the Jobs; `None`: the pod's own.
     pub target_namespace: Option<String>,
     pub job_template: String,
@@ -29,6 +35,9 @@ pub struct ClusterSettings {
 pub struct RawCluster<'a> {
     pub node_name: &'a str,
     pub pod_uid: &'a str,
+    pub pod_name: &'a str,
+    pub pod_namespace: &'a str,
+    pub stay_running: &'a str,
     pub target_namespace: &'a str,
     pub job_template: &'a str,
     pub wait_timeout: &'a str,
@@ -56,6 +65,28 @@ impl ClusterSettings {
         if let Some(ns) = &sweep_namespace {
             values::dns_label("SWEEP_NAMESPACE", ns)?;
         }
+        let pod = match (optional(raw.pod_namespace), optional(raw.pod_name)) {
+            (Some(ns), Some(name)) => {
+                values::dns_label("POD_NAMESPACE", &ns)?;
+                values::dns_subdomain("POD_NAME", &name)?;
+                Some((ns, name))
+            }
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "POD_NAMESPACE",
+                    "",
+                    "is required with POD_NAME (metadata.namespace)",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "POD_NAME",
+                    "",
+                    "is required with POD_NAMESPACE (metadata.name)",
+                ))
+            }
+        };
         let job_template = optional(raw.job_template).unwrap_or_else(|| DEFAULT_JOB_TEMPLATE.to_owned());
         values::dns_subdomain("JOB_TEMPLATE", &job_template)?;
         let wait_timeout = match raw.wait_timeout.trim() {
@@ -74,6 +105,8 @@ impl ClusterSettings {
         Ok(ClusterSettings {
             node_name,
             pod_uid: optional(raw.pod_uid),
+            pod,
+            stay_running: values::boolean("STAY_RUNNING", raw.stay_running)?,
             target_namespace,
             job_template,
             wait_timeout,
@@ -92,6 +125,9 @@ mod tests {
         RawCluster {
             node_name: "",
             pod_uid: "",
+            pod_name: "",
+            pod_namespace: "",
+            stay_running: "",
             target_namespace: "",
             job_template: "",
             wait_timeout: "",
@@ -115,6 +151,9 @@ mod tests {
         let c = ClusterSettings::parse(RawCluster {
             node_name: "ip-10-0-1-7.eu-west-1.compute.internal",
             pod_uid: "6f1d-uid",
+            pod_name: "statsd-x",
+            pod_namespace: "monitoring",
+            stay_running: "true",
             target_namespace: "flush-conntrack",
             job_template: "my-template",
             wait_timeout: "0",
@@ -124,7 +163,8 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.wait_timeout, Duration::ZERO);
-        assert!(c.fail_open);
+        assert!(c.fail_open && c.stay_running);
+        assert_eq!(c.pod, Some(("monitoring".to_owned(), "statsd-x".to_owned())));
         assert_eq!(c.sweep_namespace.as_deref(), Some("monitoring"));
     }
 
@@ -139,6 +179,7 @@ mod tests {
             ("SWEEP_NAMESPACE", "a.b"),
             ("JOB_TEMPLATE", "-bad"),
             ("NODE_NAME", "node name"),
+            ("STAY_RUNNING", "forever"),
         ] {
             let mut r = raw();
             match field {
@@ -147,10 +188,14 @@ mod tests {
                 "TARGET_NAMESPACE" => r.target_namespace = value,
                 "SWEEP_NAMESPACE" => r.sweep_namespace = value,
                 "JOB_TEMPLATE" => r.job_template = value,
+                "STAY_RUNNING" => r.stay_running = value,
                 _ => r.node_name = value,
             }
             let e = ClusterSettings::parse(r).unwrap_err();
             assert_eq!((e.variable, e.value.as_str()), (field, value), "{e}");
         }
+        let mut r = raw();
+        r.pod_name = "statsd-x";
+        assert_eq!(ClusterSettings::parse(r).unwrap_err().variable, "POD_NAMESPACE");
     }
 }

@@ -81,6 +81,9 @@ struct RawEnv {
     rust_log: Option<String>,
     node_name: Option<String>,
     pod_uid: Option<String>,
+    pod_name: Option<String>,
+    pod_namespace: Option<String>,
+    stay_running: Option<String>,
     target_namespace: Option<String>,
     job_template: Option<String>,
     wait_timeout: Option<String>,
@@ -89,7 +92,7 @@ struct RawEnv {
     sweep_namespace: Option<String>,
 }
 
-const OURS: [&str; 17] = [
+const OURS: [&str; 20] = [
     "MODE",
     "TARGET_IP",
     "TARGET_PORT",
@@ -101,6 +104,9 @@ const OURS: [&str; 17] = [
     "RUST_LOG",
     "NODE_NAME",
     "POD_UID",
+    "POD_NAME",
+    "POD_NAMESPACE",
+    "STAY_RUNNING",
     "TARGET_NAMESPACE",
     "JOB_TEMPLATE",
     "WAIT_TIMEOUT",
@@ -156,6 +162,9 @@ impl Settings {
         let cluster = ClusterSettings::parse(cluster::RawCluster {
             node_name: raw.node_name.as_deref().unwrap_or_default(),
             pod_uid: raw.pod_uid.as_deref().unwrap_or_default(),
+            pod_name: raw.pod_name.as_deref().unwrap_or_default(),
+            pod_namespace: raw.pod_namespace.as_deref().unwrap_or_default(),
+            stay_running: raw.stay_running.as_deref().unwrap_or_default(),
             target_namespace: raw.target_namespace.as_deref().unwrap_or_default(),
             job_template: raw.job_template.as_deref().unwrap_or_default(),
             wait_timeout: raw.wait_timeout.as_deref().unwrap_or_default(),

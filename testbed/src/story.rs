@@ -65,8 +65,10 @@ pub struct Rollout {
     /// Where the client's entry sent replies from once the new pod ran,
     /// while the new pod had not answered yet: the old pod's IP is stale.
     pub entry_while_waiting: Option<String>,
-    /// The trigger initContainer's log (empty without a trigger).
+    /// The trigger's log (empty without a trigger).
     pub trigger_log: String,
+    /// The Events on the new pod, as (type, reason), in order.
+    pub events: Vec<(String, String)>,
 }
 
 impl Rollout {
@@ -321,9 +323,24 @@ impl<'a> Story<'a> {
         let first = self.stream.wait_for(&new.responder, started, patience);
         let loopback_started = self.loopback.at(started_at);
         let loopback_first = self.loopback.wait_for(&new.responder, loopback_started, Duration::from_secs(2));
-        let trigger_log = match agent.trigger {
-            true => self.node.container_log(AGENT_NAMESPACE, &new.name, "flush-conntrack"),
-            false => String::new(),
+        // The trigger is a sidecar: the agent may answer before its flush
+        // Job is done. Its outcome is waited for here.
+        let (trigger_log, events) = match agent.trigger {
+            true => {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let log = self.node.container_log(AGENT_NAMESPACE, &new.name, "flush-conntrack");
+                    let events = self.events_on(&new.name);
+                    let done = events.iter().any(|(_, reason)| {
+                        reason == "Flushed" || reason.starts_with("FlushFailed") || reason == "FlushTimedOut"
+                    });
+                    if done || Instant::now() > deadline {
+                        break (log, events);
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            false => (String::new(), Vec::new()),
         };
         Ok(Rollout {
             agent,
@@ -336,7 +353,26 @@ impl<'a> Story<'a> {
             first_new_loopback_answer: loopback_first.map(|t| t.saturating_sub(loopback_started)),
             entry_while_waiting,
             trigger_log,
+            events,
         })
+    }
+
+    /// The `events.k8s.io` Events regarding this pod, as (type, reason).
+    pub fn events_on(&self, pod: &str) -> Vec<(String, String)> {
+        let out = self.cp.kubectl(&["-n", AGENT_NAMESPACE, "get", "events.events.k8s.io", "-o", "json"]);
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let mut events: Vec<(String, String, String)> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["regarding"]["name"] == pod && e["reportingController"] == "flush-conntrack")
+            .map(|e| {
+                let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+                (text("eventTime"), text("type"), text("reason"))
+            })
+            .collect();
+        events.sort();
+        events.into_iter().map(|(_, t, r)| (t, r)).collect()
     }
 
     /// Where the node's entry for the client's flow sends replies from.

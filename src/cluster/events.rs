@@ -1,0 +1,135 @@
+//! What a triggered flush did, told where Kubernetes users look: Events
+//! (`events.k8s.io/v1`) on the pod that asked for it, shown by
+//! `kubectl describe pod` and `kubectl get events`. Best effort: an Event
+//! that cannot be written is logged, and the flush is not affected.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+use super::api::{call, Call};
+use crate::report::Summary;
+
+pub const REPORTING_CONTROLLER: &str = "flush-conntrack";
+
+/// The pod an Event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Regarding {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+pub fn job_created(job: &str, namespace: &str, node: &str) -> Note {
+    Note {
+        warning: false,
+        reason: "FlushJobCreated",
+        note: format!("created flush Job {namespace}/{job} for the stale conntrack entries on node {node}"),
+    }
+}
+
+pub fn flushed(summary: &Summary, job: &str, namespace: &str, node: &str) -> Note {
+    let verb = if summary.dry_run { "would delete" } else { "deleted" };
+    Note {
+        warning: false,
+        reason: "Flushed",
+        note: format!(
+            "{verb} {} stale conntrack entries on node {node}, kept {} that reach a live pod, {} failed \
+             (flush Job {namespace}/{job})",
+            if summary.dry_run { summary.matched } else { summary.deleted },
+            summary.kept,
+            summary.failed
+        ),
+    }
+}
+
+pub fn failed(reason: &'static str, error: &str) -> Note {
+    Note { warning: true, reason, note: error.to_owned() }
+}
+
+/// The Event, as the API takes it. Pure.
+pub fn event(regarding: &Regarding, note: &Note, instance: &str, now: MicroTime) -> Event {
+    let stamp = now.0.as_nanosecond();
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{:x}", regarding.name, stamp)),
+            namespace: Some(regarding.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(now),
+        action: Some("Flush".to_owned()),
+        reason: Some(note.reason.to_owned()),
+        type_: Some(if note.warning { "Warning" } else { "Normal" }.to_owned()),
+        // The API refuses a note over 1 kB.
+        note: Some(note.note.chars().take(1000).collect()),
+        reporting_controller: Some(REPORTING_CONTROLLER.to_owned()),
+        reporting_instance: Some(instance.chars().take(128).collect()),
+        regarding: Some(ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Pod".to_owned()),
+            name: Some(regarding.name.clone()),
+            namespace: Some(regarding.namespace.clone()),
+            uid: regarding.uid.clone(),
+            ..ObjectReference::default()
+        }),
+        ..Event::default()
+    }
+}
+
+/// Writes the Event; a failure is logged with what to grant, never returned.
+pub async fn publish(client: &Client, regarding: &Regarding, note: &Note, instance: &str) {
+    let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+    let event = event(regarding, note, instance, now);
+    let events: Api<Event> = Api::namespaced(client.clone(), &regarding.namespace);
+    let params = PostParams::default();
+    match call(|| events.create(&params, &event)).await {
+        Ok(_) => tracing::debug!(reason = note.reason, pod = %regarding.name, "event written"),
+        Err(e) => {
+            let e = e.explain(&Call::new("create", "events", &regarding.namespace));
+            tracing::warn!(
+                reason = note.reason,
+                "could not write the Event on the pod (the flush is not affected): {e}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_on_the_trigger_pod() {
+        let pod =
+            Regarding { namespace: "monitoring".into(), name: "statsd-x".into(), uid: Some("u1".into()) };
+        let summary = Summary { deleted: 2, kept: 1, scanned: 4, matched: 2, ..Summary::default() };
+        let note = flushed(&summary, "flush-node-a-1", "flush-conntrack", "node-a");
+        let now = MicroTime("2026-11-26T17:00:00.123456Z".parse().unwrap());
+        let e = serde_json::to_value(event(&pod, &note, "node-a", now.clone())).unwrap();
+        assert_eq!(e["type"], "Normal");
+        assert_eq!(e["reason"], "Flushed");
+        assert_eq!(e["reportingController"], "flush-conntrack");
+        assert_eq!(
+            e["regarding"],
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "name": "statsd-x",
+                                                      "namespace": "monitoring", "uid": "u1"})
+        );
+        assert_eq!(e["metadata"]["namespace"], "monitoring");
+        let text = e["note"].as_str().unwrap();
+        assert!(text.starts_with("deleted 2 stale conntrack entries on node node-a, kept 1"), "{text}");
+        assert_eq!(e["eventTime"], "2026-11-26T17:00:00.123456Z");
+
+        let warning = event(&pod, &failed("FlushFailed", &"x".repeat(2000)), "node-a", now);
+        assert_eq!(warning.type_.as_deref(), Some("Warning"));
+        assert_eq!(warning.note.map(|n| n.len()), Some(1000));
+    }
+}
