@@ -80,15 +80,19 @@ fn main() {
         outage_of.push((case.name, outage));
     }
     let find = |name: &str| outage_of.iter().find(|(n, _)| *n == name).and_then(|(_, o)| *o);
-    if let (Some(with), Some(without)) =
-        (find("portmap 1.1.1, pod replaced, trigger"), find("portmap 1.1.1, pod replaced, no tool"))
-    {
+    if let (Some(sidecar), Some(waiting), Some(without)) = (
+        find("portmap 1.1.1, pod replaced, trigger"),
+        find("portmap 1.1.1, pod replaced, waiting trigger"),
+        find("portmap 1.1.1, pod replaced, no tool"),
+    ) {
         println!(
-            "\nThe trigger (waiting for its Job) adds {} to the agent's outage where nothing is stale \
-             (portmap 1.1.1: {} with it, {} without).",
-            ms(Some(with.saturating_sub(without))),
-            ms(Some(with)),
-            ms(Some(without))
+            "\nWhere nothing is stale (portmap 1.1.1), the trigger adds {} to the agent's outage as a sidecar \
+             ({} against {} without it) and {} when it waits for its Job ({}).",
+            ms(Some(sidecar.saturating_sub(without))),
+            ms(Some(sidecar)),
+            ms(Some(without)),
+            ms(Some(waiting.saturating_sub(without))),
+            ms(Some(waiting))
         );
     }
     drop(story);

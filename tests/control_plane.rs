@@ -177,10 +177,31 @@ fn sweep_runs_as_the_sweeper_account(cp: &ControlPlane) {
         ("SWEEP_SELECTOR", "app.kubernetes.io/name=statsd"),
         ("SWEEP_NAMESPACE", "monitoring"),
         ("POD_UID", "sweep-run-1"),
+        ("POD_NAME", "sweep-run-1-pod"),
+        ("POD_NAMESPACE", NS),
         ("WAIT_TIMEOUT", "120"),
     ];
     let out = run_binary(&sweeper, &env);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The sweeper's own rights let it put each node's outcome on its pod.
+    let listed = ok(cp.kubectl(&["-n", NS, "get", "events.events.k8s.io", "-o", "json"]), "events");
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let reasons: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["regarding"]["name"] == "sweep-run-1-pod" && e["reportingController"] == "flush-conntrack"
+        })
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "Flushed").count(),
+        NODES.len(),
+        "{reasons:?}: {}",
+        text(&out)
+    );
+    assert_eq!(reasons.iter().filter(|r| **r == "SweepDone").count(), 1, "{reasons:?}");
     for (node, _) in NODES {
         let made: Vec<Value> = jobs(cp, &format!("flush-conntrack/node={node}"))
             .into_iter()

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use testbed::controlplane::ControlPlane;
 use testbed::node::{NodeSpec, RealNode};
 use testbed::require;
-use testbed::story::{self, Expect, Rollout, Seen, Story};
+use testbed::story::{self, Expect, Rollout, Seen, Story, Trigger};
 
 const NODE: &str = "node-a";
 const NODE_IP: &str = "192.0.2.1";
@@ -78,6 +78,8 @@ fn check(seen: &Seen) {
             assert_eq!(done["failed"], 0, "{what}: {done}");
             assert!(done["deleted"].as_u64() >= Some(1), "{what}: the sweep deleted nothing: {done}");
             assert!(sweep.repaired_after.is_some(), "{what}: the agent did not answer after the sweep");
+            let reasons: Vec<&str> = sweep.events.iter().map(|(_, r)| r.as_str()).collect();
+            assert_eq!(reasons, ["Flushed", "SweepDone"], "{what}: the Events on the sweep's pod");
             assert!(
                 sweep.loopback_repaired,
                 "{what}: the client on 127.0.0.1 was not answered after the sweep"
@@ -101,7 +103,7 @@ fn check(seen: &Seen) {
                 "{what}: the client on 127.0.0.1 was not answered"
             );
             assert!(!r.stale(), "{what}: stale");
-            if seen.case.agent.trigger {
+            if seen.case.agent.trigger != Trigger::None {
                 assert_eq!(summary_of(r)["deleted"], 0, "{what}: nothing was stale");
             }
         }
@@ -111,7 +113,7 @@ fn check(seen: &Seen) {
 /// A trigger's outcome shows on its pod as Events.
 fn check_events(seen: &Seen) {
     let (what, r) = (seen.case.name, &seen.rollout);
-    if !seen.case.agent.trigger {
+    if seen.case.agent.trigger == Trigger::None {
         assert!(r.events.is_empty(), "{what}: {:?}", r.events);
         return;
     }
@@ -167,7 +169,10 @@ fn on_a_real_node() {
     }
     // After the trigger of a host-network agent, the flow is no longer
     // translated: it reaches the node's own listener.
-    let host = seen.iter().find(|s| s.case.agent.host_network && s.case.agent.trigger).expect("the case");
+    let host = seen
+        .iter()
+        .find(|s| s.case.agent.host_network && s.case.agent.trigger != Trigger::None)
+        .expect("the case");
     assert!(host.rollout.first_new_answer.is_some());
 
     drop(story);

@@ -373,12 +373,20 @@ async fn sweep_spawns_one_job_per_node_with_its_targets() {
                 let name = s.query.split("job-name%3D").nth(1)?.split('&').next()?.to_owned();
                 ok(summary_pod(&name))
             }
+            (&Method::POST, "/apis/events.k8s.io/v1/namespaces/flush-conntrack/events") => {
+                Some((201, s.body.to_string()))
+            }
             _ => None,
         }
     });
     let (client, seen) = serve(route);
-    let s =
-        settings(&[("MODE", "sweep"), ("SWEEP_SELECTOR", "app=statsd"), ("SWEEP_NAMESPACE", "monitoring")]);
+    let s = settings(&[
+        ("MODE", "sweep"),
+        ("SWEEP_SELECTOR", "app=statsd"),
+        ("SWEEP_NAMESPACE", "monitoring"),
+        ("POD_NAME", "sweep-29871234-x"),
+        ("POD_NAMESPACE", "flush-conntrack"),
+    ]);
     flush_conntrack::cluster::sweep::run(&client, NS, &s).await.expect("sweep succeeds");
     let jobs = jobs.lock().unwrap().clone();
     assert_eq!(jobs.len(), 3, "one per node with a running agent");
@@ -396,6 +404,28 @@ async fn sweep_spawns_one_job_per_node_with_its_targets() {
         }
     }
     assert!(seen.lock().unwrap().iter().all(|s| !s.path.contains("node-d")));
+    // Each node's outcome, and the total, as Events on the sweep's pod.
+    let notes: Vec<(String, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == Method::POST && s.path.ends_with("/events"))
+        .map(|s| {
+            assert_eq!(s.body["regarding"]["name"], "sweep-29871234-x", "{}", s.body);
+            (s.body["reason"].as_str().unwrap().to_owned(), s.body["note"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(notes.len(), 4, "{notes:?}");
+    for node in ["node-a", "node-b", "node-c"] {
+        assert!(
+            notes.iter().any(|(r, n)| r == "Flushed" && n.starts_with(&format!("node {node}: deleted 2"))),
+            "{node}: {notes:?}"
+        );
+    }
+    assert_eq!(
+        notes[3],
+        ("SweepDone".into(), "swept 3 nodes: 0 failed, 6 stale entries deleted, 3 kept".into())
+    );
 }
 
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/monitoring/events";

@@ -52,6 +52,30 @@ pub fn flushed(summary: &Summary, job: &str, namespace: &str, node: &str) -> Not
     }
 }
 
+/// One node of a sweep, on the sweep's pod.
+pub fn node_flushed(summary: Option<&Summary>, node: &str) -> Note {
+    let note = match summary {
+        Some(s) => format!(
+            "node {node}: deleted {} stale conntrack entries, kept {}, {} failed",
+            s.deleted, s.kept, s.failed
+        ),
+        None => format!("node {node}: its flush Job succeeded; its summary could not be read"),
+    };
+    Note { warning: false, reason: "Flushed", note }
+}
+
+pub fn node_failed(node: &str, error: &str) -> Note {
+    Note { warning: true, reason: "FlushFailed", note: format!("node {node}: {error}") }
+}
+
+pub fn sweep_done(nodes: usize, failed: usize, deleted: u64, kept: u64) -> Note {
+    Note {
+        warning: failed > 0,
+        reason: "SweepDone",
+        note: format!("swept {nodes} nodes: {failed} failed, {deleted} stale entries deleted, {kept} kept"),
+    }
+}
+
 pub fn failed(reason: &'static str, error: &str) -> Note {
     Note { warning: true, reason, note: error.to_owned() }
 }

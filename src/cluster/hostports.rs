@@ -172,6 +172,19 @@ mod tests {
     }
 
     #[test]
+    fn a_dual_stack_pod_keeps_both_families() {
+        let mut agent = pod("agent", "node-a", "Running", "192.0.2.1", "10.244.1.5", statsd());
+        agent.status.as_mut().unwrap().pod_ips =
+            serde_json::from_value(serde_json::json!([{"ip": "10.244.1.5"}, {"ip": "fd00:10:244:1::5"}]))
+                .unwrap();
+        let plan = plan(&[agent], &[Protocol::Udp]);
+        let keep: Vec<IpAddr> =
+            ["10.244.1.5", "fd00:10:244:1::5"].iter().map(|i| i.parse().unwrap()).collect();
+        assert_eq!(plan[0].selection.keep, keep);
+        assert!(plan[0].selection.local, "every local address, both families");
+    }
+
+    #[test]
     fn a_pod_being_deleted_is_swept_but_its_flows_are_not_kept() {
         let mut leaving = pod("old", "node-a", "Running", "192.0.2.1", "10.244.1.5", statsd());
         leaving.metadata.deletion_timestamp =

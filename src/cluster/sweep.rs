@@ -11,6 +11,7 @@ use kube::{Api, Client};
 use tokio::time::Instant;
 
 use super::api::{call, Call};
+use super::events::{self, Regarding};
 use super::hostports::{self, NodeFlush};
 use super::job;
 use super::job_template::FlushOrder;
@@ -54,21 +55,39 @@ pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Resul
         .await;
 
     let total = results.len();
+    // Each node's outcome, on the sweep's own pod (`kubectl describe pod`).
+    let regarding = cluster.pod.as_ref().map(|(ns, name)| Regarding {
+        namespace: ns.clone(),
+        name: name.clone(),
+        uid: cluster.pod_uid.clone(),
+    });
+    let instance = regarding.as_ref().map(|r| r.name.clone()).unwrap_or_default();
     let (mut failed, mut deleted, mut kept, mut unreported) = (0, 0, 0, 0);
     for (node, result) in &results {
-        match result {
+        let note = match result {
             Ok(Some(s)) => {
                 deleted += s.deleted;
                 kept += s.kept;
+                events::node_flushed(Some(s), node)
             }
-            Ok(None) => unreported += 1,
+            Ok(None) => {
+                unreported += 1;
+                events::node_flushed(None, node)
+            }
             Err(e) => {
                 failed += 1;
                 tracing::error!(node = %node, "flush failed: {e}");
+                events::node_failed(node, &e.to_string())
             }
+        };
+        if let (Some(pod), false) = (&regarding, settings.dry_run || cluster.wait_timeout.is_zero()) {
+            events::publish(client, pod, &note, &instance).await;
         }
     }
     tracing::info!(nodes = total, failed, deleted, kept, unreported, "sweep done");
+    if let (Some(pod), false) = (&regarding, settings.dry_run) {
+        events::publish(client, pod, &events::sweep_done(total, failed, deleted, kept), &instance).await;
+    }
     match failed {
         0 => Ok(()),
         _ => Err(Error::SweepFailed { failed, total }),

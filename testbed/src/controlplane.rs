@@ -64,6 +64,17 @@ pub fn binaries() -> Result<PathBuf, String> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
+/// A test killed before its drop ran must not leave its servers behind.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl only, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
+
 pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -78,12 +89,10 @@ pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool
 fn spawn(bin: &Path, name: &str, dir: &Path, args: &[String]) -> Result<Child, String> {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
-    Command::new(bin.join(name))
-        .args(args)
-        .stdout(log)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot start {name}: {e}"))
+    let mut cmd = Command::new(bin.join(name));
+    cmd.args(args).stdout(log).stderr(err);
+    die_with_parent(&mut cmd);
+    cmd.spawn().map_err(|e| format!("cannot start {name}: {e}"))
 }
 
 /// A CA and the API server's certificate, valid for loopback, the Service

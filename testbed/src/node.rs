@@ -416,6 +416,7 @@ nodeStatusReportFrequency: 10s
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         self.in_cgroup(&mut cmd);
+        crate::controlplane::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| format!("cannot start the node's namespace holder: {e}"))?;
         let mut line = String::new();
         if let Some(out) = child.stdout.take() {
@@ -459,6 +460,7 @@ nodeStatusReportFrequency: 10s
         let err = log.try_clone().map_err(|e| e.to_string())?;
         self.enter(cmd)?;
         self.in_cgroup(cmd);
+        crate::controlplane::die_with_parent(cmd);
         cmd.stdout(log).stderr(err).spawn().map_err(|e| format!("cannot start {name}: {e}"))
     }
 

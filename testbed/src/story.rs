@@ -29,11 +29,20 @@ pub const LOOPBACK_CLIENT_PORT: u16 = 40001;
 /// One datagram every 10 ms, as a busy statsd client sends.
 pub const TICK: Duration = Duration::from_millis(10);
 
+/// The flush-conntrack trigger of the agent's pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    None,
+    /// As the overlay ships it: a sidecar the agent does not wait for.
+    Sidecar,
+    /// A plain init container that waits for the flush Job's result.
+    Waiting,
+}
+
 /// How the agent's DaemonSet runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Agent {
-    /// The flush-conntrack initContainer of the overlay.
-    pub trigger: bool,
+    pub trigger: Trigger,
     /// `hostNetwork: true` (the switch of containernetworking/plugins#1190).
     pub host_network: bool,
 }
@@ -45,6 +54,9 @@ pub struct AgentPod {
     /// What the agent answers with: the pod's hostname.
     pub responder: String,
 }
+
+/// An Event as (type, reason).
+pub type EventSeen = (String, String);
 
 /// What one rollout looked like from outside, times since the rollout began.
 #[derive(Debug, Clone)]
@@ -191,7 +203,7 @@ impl<'a> Story<'a> {
             stream,
             loopback,
             init_containers: ds["spec"]["template"]["spec"]["initContainers"].clone(),
-            agent: Agent { trigger: true, host_network: false },
+            agent: Agent { trigger: Trigger::Sidecar, host_network: false },
             hostname,
             sweeps: 0,
         };
@@ -258,10 +270,16 @@ impl<'a> Story<'a> {
         let mut patch = Vec::new();
         if agent.trigger != self.agent.trigger {
             patch.push(match agent.trigger {
-                true => json!({"op": "add", "path": "/spec/template/spec/initContainers", "value": self.init_containers}),
-                false => json!({"op": "remove", "path": "/spec/template/spec/initContainers"}),
+                Trigger::None => json!({"op": "remove", "path": "/spec/template/spec/initContainers"}),
+                Trigger::Sidecar => {
+                    json!({"op": "add", "path": "/spec/template/spec/initContainers", "value": self.init_containers})
+                }
+                Trigger::Waiting => {
+                    json!({"op": "add", "path": "/spec/template/spec/initContainers", "value": waiting(&self.init_containers)})
+                }
             });
         }
+
         if agent.host_network != self.agent.host_network {
             let dns = if agent.host_network { "ClusterFirstWithHostNet" } else { "ClusterFirst" };
             patch.push(
@@ -325,7 +343,7 @@ impl<'a> Story<'a> {
         let loopback_first = self.loopback.wait_for(&new.responder, loopback_started, Duration::from_secs(2));
         // The trigger is a sidecar: the agent may answer before its flush
         // Job is done. Its outcome is waited for here.
-        let (trigger_log, events) = match agent.trigger {
+        let (trigger_log, events) = match agent.trigger != Trigger::None {
             true => {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 loop {
@@ -357,9 +375,14 @@ impl<'a> Story<'a> {
         })
     }
 
-    /// The `events.k8s.io` Events regarding this pod, as (type, reason).
-    pub fn events_on(&self, pod: &str) -> Vec<(String, String)> {
-        let out = self.cp.kubectl(&["-n", AGENT_NAMESPACE, "get", "events.events.k8s.io", "-o", "json"]);
+    /// The `events.k8s.io` Events regarding this agent pod, as (type, reason).
+    pub fn events_on(&self, pod: &str) -> Vec<EventSeen> {
+        self.events_in(AGENT_NAMESPACE, pod)
+    }
+
+    /// flush-conntrack's Events regarding a pod, as (type, reason), in order.
+    pub fn events_in(&self, namespace: &str, pod: &str) -> Vec<EventSeen> {
+        let out = self.cp.kubectl(&["-n", namespace, "get", "events.events.k8s.io", "-o", "json"]);
         let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         let mut events: Vec<(String, String, String)> = list["items"]
             .as_array()
@@ -384,8 +407,9 @@ impl<'a> Story<'a> {
     }
 
     /// `kubectl create job --from=cronjob/flush-conntrack-sweep`, waited
-    /// for; returns when (stream time) it was created and its log.
-    pub fn sweep_once(&mut self) -> Result<(Duration, String), String> {
+    /// for; returns when (stream time) it was created, its log and the
+    /// Events on its pod.
+    pub fn sweep_once(&mut self) -> Result<(Duration, String, Vec<EventSeen>), String> {
         self.sweeps += 1;
         let name = format!("sweep-by-hand-{}", self.sweeps);
         let started = self.stream.now();
@@ -422,7 +446,7 @@ impl<'a> Story<'a> {
             "jsonpath={.items[0].metadata.name}",
         ]);
         let pod = String::from_utf8_lossy(&pods.stdout).to_string();
-        Ok((started, self.node.container_log(NAMESPACE, &pod, "sweep")))
+        Ok((started, self.node.container_log(NAMESPACE, &pod, "sweep"), self.events_in(NAMESPACE, &pod)))
     }
 }
 
@@ -458,8 +482,29 @@ pub struct Case {
     pub expect: Expect,
 }
 
-const fn case(name: &'static str, portmap: &'static str, trigger: bool, host: bool, expect: Expect) -> Case {
+const fn case(
+    name: &'static str,
+    portmap: &'static str,
+    trigger: Trigger,
+    host: bool,
+    expect: Expect,
+) -> Case {
     Case { name, portmap, agent: Agent { trigger, host_network: host }, expect }
+}
+
+/// The overlay's trigger made a plain init container that waits for its
+/// Job: no restartPolicy, no STAY_RUNNING.
+fn waiting(init_containers: &Value) -> Value {
+    let mut containers = init_containers.clone();
+    for c in containers.as_array_mut().into_iter().flatten() {
+        if let Some(c) = c.as_object_mut() {
+            c.remove("restartPolicy");
+        }
+        if let Some(env) = c["env"].as_array_mut() {
+            env.retain(|e| e["name"] != "STAY_RUNNING");
+        }
+    }
+    containers
 }
 
 /// Every case users meet, in an order where each starts from the state the
@@ -467,16 +512,36 @@ const fn case(name: &'static str, portmap: &'static str, trigger: bool, host: bo
 /// (flushes on ADD, not on DEL: the hostNetwork switch of #1190 stays
 /// stale), 1.10 (flushes on both).
 pub const TOUR: &[Case] = &[
-    case("portmap 0.8.7, pod replaced, no tool", "v0.8.7", false, false, Expect::Stale),
-    case("portmap 0.8.7, pod replaced, trigger", "v0.8.7", true, false, Expect::Repaired(2)),
-    case("portmap 1.1.1, pod replaced, trigger", "debian", true, false, Expect::Clean),
-    case("portmap 1.1.1, pod replaced, no tool", "debian", false, false, Expect::Clean),
-    case("portmap 1.1.1, switch to hostNetwork, no tool", "debian", false, true, Expect::Stale),
-    case("portmap 1.1.1, back to the pod network, no tool", "debian", false, false, Expect::Clean),
-    case("portmap 1.1.1, switch to hostNetwork, trigger", "debian", true, true, Expect::Repaired(2)),
-    case("portmap 1.10.0, back to the pod network, trigger", "v1.10.0", true, false, Expect::Clean),
-    case("portmap 1.10.0, switch to hostNetwork, no tool", "v1.10.0", false, true, Expect::Clean),
-    case("portmap 1.10.0, back to the pod network, no tool", "v1.10.0", false, false, Expect::Clean),
+    case("portmap 0.8.7, pod replaced, no tool", "v0.8.7", Trigger::None, false, Expect::Stale),
+    case("portmap 0.8.7, pod replaced, trigger", "v0.8.7", Trigger::Sidecar, false, Expect::Repaired(2)),
+    case(
+        "portmap 0.8.7, pod replaced, waiting trigger",
+        "v0.8.7",
+        Trigger::Waiting,
+        false,
+        Expect::Repaired(2),
+    ),
+    case("portmap 1.1.1, pod replaced, waiting trigger", "debian", Trigger::Waiting, false, Expect::Clean),
+    case("portmap 1.1.1, pod replaced, trigger", "debian", Trigger::Sidecar, false, Expect::Clean),
+    case("portmap 1.1.1, pod replaced, no tool", "debian", Trigger::None, false, Expect::Clean),
+    case("portmap 1.1.1, switch to hostNetwork, no tool", "debian", Trigger::None, true, Expect::Stale),
+    case("portmap 1.1.1, back to the pod network, no tool", "debian", Trigger::None, false, Expect::Clean),
+    case(
+        "portmap 1.1.1, switch to hostNetwork, trigger",
+        "debian",
+        Trigger::Sidecar,
+        true,
+        Expect::Repaired(2),
+    ),
+    case(
+        "portmap 1.10.0, back to the pod network, trigger",
+        "v1.10.0",
+        Trigger::Sidecar,
+        false,
+        Expect::Clean,
+    ),
+    case("portmap 1.10.0, switch to hostNetwork, no tool", "v1.10.0", Trigger::None, true, Expect::Clean),
+    case("portmap 1.10.0, back to the pod network, no tool", "v1.10.0", Trigger::None, false, Expect::Clean),
 ];
 
 /// A sweep by hand after a stale case.
@@ -488,6 +553,8 @@ pub struct Sweep {
     pub loopback_repaired: bool,
     /// The sweep's `sweep done` log line.
     pub done: Option<Value>,
+    /// The Events on the sweep's pod, as (type, reason).
+    pub events: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -515,7 +582,7 @@ pub fn tour(story: &mut Story, portmap: impl Fn(&str) -> std::path::PathBuf) -> 
             .map_err(|e| format!("{}: {e}", case.name))?;
         let sweep = match case.expect {
             Expect::Stale => {
-                let (at, log) = story.sweep_once()?;
+                let (at, log, events) = story.sweep_once()?;
                 let done = json_lines(&log).into_iter().find(|v| v["message"] == "sweep done");
                 let answered = story.stream.wait_for(&rollout.new.responder, at, Duration::from_secs(10));
                 let at_loopback = story.loopback.now().saturating_sub(story.stream.now().saturating_sub(at));
@@ -525,6 +592,7 @@ pub fn tour(story: &mut Story, portmap: impl Fn(&str) -> std::path::PathBuf) -> 
                     repaired_after: answered.map(|t| t.saturating_sub(at)),
                     loopback_repaired: loopback.is_some(),
                     done,
+                    events,
                 })
             }
             _ => None,
