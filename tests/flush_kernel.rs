@@ -6,7 +6,7 @@ use std::process::Output;
 
 use serde_json::Value;
 use testbed::netns::Netns;
-use testbed::table::{self, Flow};
+use testbed::table::{self, mixed, Flow, Mixed, MIXED_ENV};
 use testbed::{require, tool};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");
@@ -40,42 +40,6 @@ fn counts(s: &Value) -> [u64; 5] {
     ["matched", "deleted", "already_gone", "kept", "failed"].map(|k| s[k].as_u64().unwrap_or(u64::MAX))
 }
 
-/// Entries of every kind the selection must tell apart.
-struct Mixed {
-    delete: Vec<Flow>,
-    stay: Vec<Flow>,
-}
-
-fn mixed() -> Mixed {
-    Mixed {
-        delete: vec![
-            // stale: translated to the old pod
-            Flow::udp("192.0.2.2", 40000, "192.0.2.1", 8125, "198.51.100.5"),
-            // created while no pod existed: never translated
-            Flow::udp("192.0.2.4", 40002, "192.0.2.1", 8125, "192.0.2.1"),
-            // in a port range
-            Flow::udp("192.0.2.2", 40006, "192.0.2.1", 8050, "198.51.100.5"),
-            // in another conntrack zone
-            Flow::udp("192.0.2.5", 40007, "192.0.2.1", 8125, "198.51.100.5").in_zone(7),
-            // IPv6, stale
-            Flow::udp("2001:db8::2", 40000, "2001:db8::1", 8125, "2001:db8:1::5"),
-        ],
-        stay: vec![
-            // kept: already reaches the live pod
-            Flow::udp("192.0.2.3", 40001, "192.0.2.1", 8125, "198.51.100.6"),
-            Flow::udp("2001:db8::3", 40002, "2001:db8::1", 8125, "2001:db8:1::6"),
-            // other port, just outside the range, other address, other protocol
-            Flow::udp("192.0.2.2", 40003, "192.0.2.1", 9999, "198.51.100.5"),
-            Flow::udp("192.0.2.2", 40008, "192.0.2.1", 8101, "198.51.100.5"),
-            Flow::udp("192.0.2.2", 40004, "192.0.2.9", 8125, "198.51.100.5"),
-            Flow::tcp("192.0.2.2", 40005, "192.0.2.1", 8125, "198.51.100.5"),
-            // IPv6 to another address: the kernel's inverted IPv6 address
-            // filter would return exactly this one
-            Flow::udp("2001:db8::2", 40001, "2001:db8::9", 8125, "2001:db8:1::5"),
-        ],
-    }
-}
-
 fn filled(purpose: &str, m: &Mixed) -> Netns {
     let ns = Netns::new(purpose);
     for f in m.delete.iter().chain(&m.stay) {
@@ -84,13 +48,6 @@ fn filled(purpose: &str, m: &Mixed) -> Netns {
     assert_eq!(table::list(&ns).len(), m.delete.len() + m.stay.len());
     ns
 }
-
-const MIXED_ENV: &[(&str, &str)] = &[
-    ("MODE", "flush"),
-    ("TARGET_IP", "192.0.2.1,2001:db8::1"),
-    ("TARGET_PORT", "8125,8000-8100"),
-    ("KEEP_DNAT_TO", "198.51.100.6,2001:db8:1::6"),
-];
 
 #[test]
 fn deletes_exactly_the_stale_entries_of_a_mixed_table() {

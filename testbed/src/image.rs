@@ -240,31 +240,40 @@ impl Image {
 /// static (`+crt-static` with glibc here; the Dockerfile links musl, whose
 /// Rust target cannot be installed on this machine).
 pub fn static_release_binary(root: &Path) -> Result<PathBuf, String> {
-    let target_dir = root.join("target/static");
+    static_build(root, &["--release", "--bin", "flush-conntrack"])?;
+    Ok(root.join("target/static/x86_64-unknown-linux-gnu/release/flush-conntrack"))
+}
+
+/// A testbed example, static (debug), for a guest with no libraries.
+pub fn static_example(root: &Path, name: &str) -> Result<PathBuf, String> {
+    static_build(root, &["-p", "testbed", "--example", name])?;
+    Ok(root.join("target/static/x86_64-unknown-linux-gnu/debug/examples").join(name))
+}
+
+fn static_build(root: &Path, what: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     run(Command::new(cargo)
         .current_dir(root)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--bin",
-            "flush-conntrack",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-        ])
+        .args(["build", "--locked", "--target", "x86_64-unknown-linux-gnu"])
+        .args(what)
         .arg("--target-dir")
-        .arg(&target_dir))?;
-    Ok(target_dir.join("x86_64-unknown-linux-gnu/release/flush-conntrack"))
+        .arg(root.join("target/static")))?;
+    Ok(())
 }
 
-/// An image of one static C program (the test images: pause, the agent).
-pub fn from_c(source: &Path, work: &Path, reference: &str) -> Result<Built, String> {
+/// A static C program of the test tooling.
+pub fn static_c(source: &Path, work: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
     let name = source.file_stem().and_then(|s| s.to_str()).ok_or("a source file name")?;
     let binary = work.join(format!("{name}.bin"));
     run(Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&binary).arg(source))?;
+    Ok(binary)
+}
+/// An image of one static C program (the test images: pause, the agent).
+pub fn from_c(source: &Path, work: &Path, reference: &str) -> Result<Built, String> {
+    let name = source.file_stem().and_then(|s| s.to_str()).ok_or("a source file name")?;
+    let binary = static_c(source, work)?;
     let image = Image {
         reference: reference.to_owned(),
         files: vec![(binary, format!("/{name}"))],

@@ -15,3 +15,4 @@ pub mod stream;
 pub mod table;
 pub mod tool;
 pub mod validate;
+pub mod vm;

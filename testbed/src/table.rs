@@ -59,6 +59,13 @@ impl Flow {
     /// Inserts it with conntrack-tools, one process per entry: for the
     /// handful of entries a behaviour test needs, and for TCP state.
     pub fn insert_with_conntrack(&self, ns: &Netns) {
+        let argv = self.conntrack_insert();
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        ns.exec(&argv);
+    }
+
+    /// The `conntrack -I` command line that creates it.
+    pub fn conntrack_insert(&self) -> Vec<String> {
         let mut argv: Vec<String> =
             ["conntrack", "-I", "-p", self.protocol, "-t", "600"].iter().map(|s| s.to_string()).collect();
         for (flag, value) in [
@@ -78,8 +85,7 @@ impl Flow {
         if self.protocol == "tcp" {
             argv.extend(["--state", "ESTABLISHED"].map(String::from));
         }
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        ns.exec(&argv);
+        argv
     }
 
     fn create_message(&self, timeout: u32) -> NetlinkMessage<NetfilterMessage> {
@@ -116,6 +122,51 @@ impl Flow {
         msg
     }
 }
+
+/// Entries of every kind a selection must tell apart: `delete` are stale
+/// for [`MIXED_ENV`], `stay` are not.
+pub struct Mixed {
+    pub delete: Vec<Flow>,
+    pub stay: Vec<Flow>,
+}
+
+pub fn mixed() -> Mixed {
+    Mixed {
+        delete: vec![
+            // stale: translated to the old pod
+            Flow::udp("192.0.2.2", 40000, "192.0.2.1", 8125, "198.51.100.5"),
+            // created while no pod existed: never translated
+            Flow::udp("192.0.2.4", 40002, "192.0.2.1", 8125, "192.0.2.1"),
+            // in a port range
+            Flow::udp("192.0.2.2", 40006, "192.0.2.1", 8050, "198.51.100.5"),
+            // in another conntrack zone
+            Flow::udp("192.0.2.5", 40007, "192.0.2.1", 8125, "198.51.100.5").in_zone(7),
+            // IPv6, stale
+            Flow::udp("2001:db8::2", 40000, "2001:db8::1", 8125, "2001:db8:1::5"),
+        ],
+        stay: vec![
+            // kept: already reaches the live pod
+            Flow::udp("192.0.2.3", 40001, "192.0.2.1", 8125, "198.51.100.6"),
+            Flow::udp("2001:db8::3", 40002, "2001:db8::1", 8125, "2001:db8:1::6"),
+            // other port, just outside the range, other address, other protocol
+            Flow::udp("192.0.2.2", 40003, "192.0.2.1", 9999, "198.51.100.5"),
+            Flow::udp("192.0.2.2", 40008, "192.0.2.1", 8101, "198.51.100.5"),
+            Flow::udp("192.0.2.2", 40004, "192.0.2.9", 8125, "198.51.100.5"),
+            Flow::tcp("192.0.2.2", 40005, "192.0.2.1", 8125, "198.51.100.5"),
+            // IPv6 to another address: the kernel's inverted IPv6 address
+            // filter would return exactly this one
+            Flow::udp("2001:db8::2", 40001, "2001:db8::9", 8125, "2001:db8:1::5"),
+        ],
+    }
+}
+
+/// The selection [`mixed`] is made for.
+pub const MIXED_ENV: &[(&str, &str)] = &[
+    ("MODE", "flush"),
+    ("TARGET_IP", "192.0.2.1,2001:db8::1"),
+    ("TARGET_PORT", "8125,8000-8100"),
+    ("KEEP_DNAT_TO", "198.51.100.6,2001:db8:1::6"),
+];
 
 /// `count` distinct UDP flows from the RFC 2544 benchmarking range to
 /// `dst:dport`, each answered by `reply_src` (a pod IP, or `dst` itself).
@@ -162,7 +213,8 @@ pub fn insert(ns: &Netns, flows: &[Flow]) -> usize {
     })
 }
 
-fn insert_here(flows: &[Flow]) -> usize {
+/// Like [`insert`], in this thread's own network namespace.
+pub fn insert_here(flows: &[Flow]) -> usize {
     let mut socket = Socket::new(NETLINK_NETFILTER).expect("netlink socket");
     socket.bind_auto().expect("bind");
     socket.connect(&SocketAddr::new(0, 0)).expect("connect");
@@ -231,7 +283,8 @@ pub fn count(ns: &Netns) -> usize {
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("conntrack -C prints a number")
 }
 
-fn parse_line(line: &str) -> Option<Listed> {
+/// One line of `conntrack -L -o extended,id`.
+pub fn parse_line(line: &str) -> Option<Listed> {
     let protocol = line.split_whitespace().take_while(|w| !w.contains('=')).find_map(|w| match w {
         "udp" => Some("udp"),
         "tcp" => Some("tcp"),
