@@ -217,6 +217,13 @@ fn sweep_runs_as_the_sweeper_account(cp: &ControlPlane) {
             env.as_array().unwrap().contains(&json!({"name": "TARGET_PORT", "value": "8125"})),
             "{node}: {env}"
         );
+        // The agents are dual-stack: flows to either of their addresses are kept.
+        assert!(
+            env.as_array()
+                .unwrap()
+                .contains(&json!({"name": "KEEP_DNAT_TO", "value": "10.244.6.9,fd00:10:244:6::9"})),
+            "{node}: {env}"
+        );
     }
 }
 

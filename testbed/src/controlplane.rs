@@ -451,17 +451,20 @@ async fn kubelet_pass(
                     .labels
                     .as_ref()
                     .is_some_and(|l| l.contains_key("batch.kubernetes.io/job-name"));
-                let pod_ip = if spec.host_network == Some(true) {
-                    address.clone()
+                // Pods in the pod network are dual-stack, as on a dual-stack node.
+                let (pod_ip, pod_ips) = if spec.host_network == Some(true) {
+                    (address.clone(), json!([{"ip": address}]))
                 } else {
-                    format!("10.244.{}.9", node.len())
+                    let (v4, v6) =
+                        (format!("10.244.{}.9", node.len()), format!("fd00:10:244:{}::9", node.len()));
+                    (v4.clone(), json!([{"ip": v4}, {"ip": v6}]))
                 };
                 let status = if is_job {
                     json!({"phase": "Succeeded", "hostIP": address, "podIP": pod_ip, "containerStatuses": [{
                         "name": cname, "image": image, "imageID": "", "ready": false, "restartCount": 0,
                         "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": SUMMARY}}}]})
                 } else {
-                    json!({"phase": "Running", "hostIP": address, "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
+                    json!({"phase": "Running", "hostIP": address, "podIP": pod_ip, "podIPs": pod_ips,
                         "containerStatuses": [{"name": cname, "image": image, "imageID": "", "ready": true,
                         "restartCount": 0, "started": true, "state": {"running": {}}}]})
                 };
