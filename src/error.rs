@@ -1,4 +1,4 @@
-//! Everything that ends a run early, each with the exit code DESIGN.md gives
+//! Everything that ends a run early, each with the exit code the README gives
 //! it and, where a person can act, what to do.
 
 use std::io;

@@ -1,4 +1,4 @@
-//! The environment contract (DESIGN.md): read, parse and validate every
+//! The environment contract (docs/design.md): read, parse and validate every
 //! variable before anything is touched.
 
 mod cluster;

@@ -68,7 +68,7 @@ pub struct Slice {
     pub family: Family,
     pub protocol: Protocol,
     /// Only for IPv4: the kernel's IPv6 address filter is inverted
-    /// (ctnetlink.md), so IPv6 addresses are compared here only.
+    /// (docs/ctnetlink.md), so IPv6 addresses are compared here only.
     pub dst_ip: Option<IpAddr>,
     pub dst_port: Option<u16>,
     /// The kernel filter is exactly this slice of the selection (nothing is

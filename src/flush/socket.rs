@@ -16,7 +16,7 @@ use super::request::{self, Message, CTA_STATS_GLOBAL_ENTRIES};
 use super::tuple::{Entry, Family};
 
 /// Dump messages grow to about 32 KiB; a smaller read truncates them and the
-/// dump silently ends early (ctnetlink.md).
+/// dump silently ends early (docs/ctnetlink.md).
 const RECV_BUFFER: usize = 64 * 1024;
 /// The kernel always answers; this only bounds a wedged kernel or a bug.
 const RECV_TIMEOUT: Duration = Duration::from_secs(30);
