@@ -2,6 +2,7 @@
 //! a current-thread runtime, every call bounded, SIGTERM honoured.
 
 pub mod api;
+pub mod churn;
 pub mod events;
 pub mod hostports;
 pub mod job;

@@ -7,6 +7,12 @@ use super::{values, ConfigError};
 
 pub const DEFAULT_JOB_TEMPLATE: &str = "flush-conntrack-node";
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_SWEEP_CRONJOB: &str = "flush-conntrack-sweep";
+/// Flush Jobs a sweep runs at once: each is a pod to schedule and start
+/// (about 3 s on a real node), so this bounds how long a sweep over many
+/// changed nodes takes and how hard it presses the API server.
+pub const DEFAULT_SWEEP_PARALLELISM: usize = 16;
+const MAX_SWEEP_PARALLELISM: usize = 256;
 const MAX_WAIT_TIMEOUT: u64 = 24 * 60 * 60;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +36,12 @@ pub struct ClusterSettings {
     pub sweep_selector: Option<String>,
     /// `None`: all namespaces.
     pub sweep_namespace: Option<String>,
+    /// Every node with an agent, not only those that changed.
+    pub full_sweep: bool,
+    /// The CronJob whose last success marks what an incremental sweep has
+    /// already covered.
+    pub sweep_cronjob: String,
+    pub sweep_parallelism: usize,
 }
 
 pub struct RawCluster<'a> {
@@ -44,6 +56,9 @@ pub struct RawCluster<'a> {
     pub fail_open: &'a str,
     pub sweep_selector: &'a str,
     pub sweep_namespace: &'a str,
+    pub full_sweep: &'a str,
+    pub sweep_cronjob: &'a str,
+    pub sweep_parallelism: &'a str,
 }
 
 fn optional(value: &str) -> Option<String> {
@@ -102,6 +117,21 @@ impl ClusterSettings {
                 }
             },
         };
+        let sweep_cronjob = optional(raw.sweep_cronjob).unwrap_or_else(|| DEFAULT_SWEEP_CRONJOB.to_owned());
+        values::dns_subdomain("SWEEP_CRONJOB", &sweep_cronjob)?;
+        let sweep_parallelism = match raw.sweep_parallelism.trim() {
+            "" => DEFAULT_SWEEP_PARALLELISM,
+            v => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_SWEEP_PARALLELISM).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "SWEEP_PARALLELISM",
+                        raw.sweep_parallelism,
+                        format!("must be a whole number from 1 to {MAX_SWEEP_PARALLELISM}"),
+                    ))
+                }
+            },
+        };
         Ok(ClusterSettings {
             node_name,
             pod_uid: optional(raw.pod_uid),
@@ -113,6 +143,9 @@ impl ClusterSettings {
             fail_open: values::boolean("FAIL_OPEN", raw.fail_open)?,
             sweep_selector: optional(raw.sweep_selector),
             sweep_namespace,
+            full_sweep: values::boolean("FULL_SWEEP", raw.full_sweep)?,
+            sweep_cronjob,
+            sweep_parallelism,
         })
     }
 }
@@ -134,6 +167,9 @@ mod tests {
             fail_open: "",
             sweep_selector: "",
             sweep_namespace: "",
+            full_sweep: "",
+            sweep_cronjob: "",
+            sweep_parallelism: "",
         }
     }
 
@@ -144,6 +180,10 @@ mod tests {
         assert_eq!(c.wait_timeout, Duration::from_secs(120));
         assert!(!c.fail_open);
         assert_eq!((c.node_name, c.target_namespace, c.sweep_selector), (None, None, None));
+        assert_eq!(
+            (c.full_sweep, c.sweep_cronjob.as_str(), c.sweep_parallelism),
+            (false, "flush-conntrack-sweep", 16)
+        );
     }
 
     #[test]
@@ -160,12 +200,17 @@ mod tests {
             fail_open: "true",
             sweep_selector: "app=statsd",
             sweep_namespace: "monitoring",
+            full_sweep: "true",
+            sweep_cronjob: "my-sweep",
+            sweep_parallelism: "64",
         })
         .unwrap();
         assert_eq!(c.wait_timeout, Duration::ZERO);
         assert!(c.fail_open && c.stay_running);
         assert_eq!(c.pod, Some(("monitoring".to_owned(), "statsd-x".to_owned())));
         assert_eq!(c.sweep_namespace.as_deref(), Some("monitoring"));
+        assert!(c.full_sweep);
+        assert_eq!((c.sweep_cronjob.as_str(), c.sweep_parallelism), ("my-sweep", 64));
     }
 
     #[test]
@@ -180,6 +225,9 @@ mod tests {
             ("JOB_TEMPLATE", "-bad"),
             ("NODE_NAME", "node name"),
             ("STAY_RUNNING", "forever"),
+            ("SWEEP_PARALLELISM", "0"),
+            ("SWEEP_PARALLELISM", "1000"),
+            ("FULL_SWEEP", "all"),
         ] {
             let mut r = raw();
             match field {
@@ -189,6 +237,8 @@ mod tests {
                 "SWEEP_NAMESPACE" => r.sweep_namespace = value,
                 "JOB_TEMPLATE" => r.job_template = value,
                 "STAY_RUNNING" => r.stay_running = value,
+                "SWEEP_PARALLELISM" => r.sweep_parallelism = value,
+                "FULL_SWEEP" => r.full_sweep = value,
                 _ => r.node_name = value,
             }
             let e = ClusterSettings::parse(r).unwrap_err();

@@ -90,9 +90,12 @@ struct RawEnv {
     fail_open: Option<String>,
     sweep_selector: Option<String>,
     sweep_namespace: Option<String>,
+    full_sweep: Option<String>,
+    sweep_cronjob: Option<String>,
+    sweep_parallelism: Option<String>,
 }
 
-const OURS: [&str; 20] = [
+const OURS: [&str; 23] = [
     "MODE",
     "TARGET_IP",
     "TARGET_PORT",
@@ -113,6 +116,9 @@ const OURS: [&str; 20] = [
     "FAIL_OPEN",
     "SWEEP_SELECTOR",
     "SWEEP_NAMESPACE",
+    "FULL_SWEEP",
+    "SWEEP_CRONJOB",
+    "SWEEP_PARALLELISM",
 ];
 
 impl Settings {
@@ -171,6 +177,9 @@ impl Settings {
             fail_open: raw.fail_open.as_deref().unwrap_or_default(),
             sweep_selector: raw.sweep_selector.as_deref().unwrap_or_default(),
             sweep_namespace: raw.sweep_namespace.as_deref().unwrap_or_default(),
+            full_sweep: raw.full_sweep.as_deref().unwrap_or_default(),
+            sweep_cronjob: raw.sweep_cronjob.as_deref().unwrap_or_default(),
+            sweep_parallelism: raw.sweep_parallelism.as_deref().unwrap_or_default(),
         })?;
         if mode == Mode::Spawn && cluster.node_name.is_none() {
             return Err(missing_node_name());
