@@ -202,6 +202,84 @@ fn sweep_runs_as_the_sweeper_account(cp: &ControlPlane) {
         text(&out)
     );
     assert_eq!(reasons.iter().filter(|r| **r == "SweepDone").count(), 1, "{reasons:?}");
+    sweep_visits_only_what_changed_since_its_last_success(cp, &sweeper);
+}
+
+/// With a success recorded on the sweep CronJob, the next sweep flushes
+/// only the node whose agent started since (by the pods' start times).
+fn sweep_visits_only_what_changed_since_its_last_success(cp: &ControlPlane, sweeper: &Path) {
+    // "Succeeded" so that changes from two seconds on are not covered yet
+    // (the sweep looks 10 minutes back from its last success).
+    let last = k8s_openapi::jiff::Timestamp::now()
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(602))
+        .expect("a time");
+    let status = json!({"status": {"lastSuccessfulTime": last.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}});
+    ok(
+        cp.kubectl(&[
+            "-n",
+            NS,
+            "patch",
+            "cronjob",
+            "flush-conntrack-sweep",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ]),
+        "record a success",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    ok(
+        cp.kubectl(&[
+            "-n",
+            "monitoring",
+            "delete",
+            "pod",
+            "statsd-node-b",
+            "--wait=false",
+            "--grace-period=0",
+            "--force",
+        ]),
+        "delete",
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "statsd-node-b-2", "namespace": "monitoring", "labels": {"app.kubernetes.io/name": "statsd"}},
+        "spec": {"nodeName": "node-b", "serviceAccountName": "statsd", "containers": [{"name": "statsd", "image": "prom/statsd-exporter:v0.28.0",
+            "ports": [{"containerPort": 8125, "hostPort": 8125, "protocol": "UDP"}]}]}});
+    ok(create_as(cp, &cp.admin, &pod), "the replaced agent");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(
+        &cp.kubectl(&[
+            "-n",
+            "monitoring",
+            "get",
+            "pod",
+            "statsd-node-b-2",
+            "-o",
+            "jsonpath={.status.startTime}",
+        ])
+        .stdout,
+    )
+    .contains('T')
+    {
+        assert!(Instant::now() < deadline, "the replaced agent never ran");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let env = [
+        ("MODE", "sweep"),
+        ("SWEEP_SELECTOR", "app.kubernetes.io/name=statsd"),
+        ("SWEEP_NAMESPACE", "monitoring"),
+        ("POD_UID", "sweep-run-2"),
+        ("WAIT_TIMEOUT", "120"),
+    ];
+    let out = run_binary(sweeper, &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let made: Vec<String> = jobs(cp, "flush-conntrack/node")
+        .into_iter()
+        .filter(|j| j["metadata"]["annotations"]["flush-conntrack/run"] == "sweep-run-2")
+        .filter_map(|j| j["metadata"]["annotations"]["flush-conntrack/node"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(made, ["node-b"], "only the node whose agent changed: {}", text(&out));
     for (node, _) in NODES {
         let made: Vec<Value> = jobs(cp, &format!("flush-conntrack/node={node}"))
             .into_iter()

@@ -52,6 +52,9 @@ pub enum Controller {
 pub struct Behaviour {
     pub create: Create,
     pub controller: Controller,
+    /// From a Job's creation to its pod's end: scheduling, image, start,
+    /// the flush, the report (about 3 s on a real node).
+    pub job_latency: Duration,
 }
 
 impl Default for Behaviour {
@@ -62,6 +65,7 @@ impl Default for Behaviour {
                 r#"{"dry_run":false,"scanned":3,"matched":2,"deleted":2,"already_gone":0,"kept":1,"failed":0,"kernel_flushed":0,"elapsed_seconds":0.004}"#
                     .to_owned(),
             ),
+            job_latency: Duration::from_millis(150),
         }
     }
 }
@@ -278,6 +282,23 @@ fn route(
         {
             watch_jobs(ns, query, state, events)
         }
+        (&Method::GET, ["apis", "batch", "v1", "namespaces", ns, "jobs"]) => {
+            let selector = query_param(query, "labelSelector").unwrap_or_default();
+            let s = lock(state);
+            let items: Vec<&Job> = s
+                .jobs
+                .iter()
+                .filter(|((n, _), j)| {
+                    n == ns
+                        && selector_matches(&selector, j.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
+                })
+                .map(|(_, j)| j)
+                .collect();
+            full(
+                StatusCode::OK,
+                &json!({"kind": "JobList", "apiVersion": "batch/v1", "metadata": {}, "items": items}),
+            )
+        }
         (&Method::GET, ["apis", "batch", "v1", "namespaces", ns, "jobs", name]) => {
             let s = lock(state);
             match s.jobs.get(&(ns.to_string(), name.to_string())) {
@@ -362,10 +383,11 @@ fn create_job(
     job.status = Some(JobStatus::default());
     s.jobs.insert(key, job.clone());
     let controller = s.behaviour.controller.clone();
+    let latency = s.behaviour.job_latency;
     drop(s);
     let (state, events, ns2) = (state.clone(), events.clone(), ns.to_owned());
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(latency).await;
         play_controller(&state, &events, &ns2, &name, controller);
     });
     full(StatusCode::CREATED, &json!(job))
@@ -530,18 +552,29 @@ fn watch_jobs(
         .expect("response")
 }
 
+/// Pods by namespace, label selector and `status.phase=` field selector,
+/// in pages when asked (`limit`, and `continue` as an offset).
 fn list_pods(ns: Option<&str>, query: &str, state: &Arc<Mutex<State>>) -> Response<Body> {
     let selector = query_param(query, "labelSelector").unwrap_or_default();
+    let phase = query_param(query, "fieldSelector")
+        .and_then(|f| f.split(',').find_map(|t| t.strip_prefix("status.phase=").map(str::to_owned)));
     let s = lock(state);
     let items: Vec<&Pod> = s
         .pods
         .iter()
         .filter(|p| ns.is_none() || p.metadata.namespace.as_deref() == ns)
         .filter(|p| selector_matches(&selector, p.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
+        .filter(|p| phase.is_none() || p.status.as_ref().and_then(|s| s.phase.as_deref()) == phase.as_deref())
         .collect();
+    let from: usize = query_param(query, "continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let limit: usize = query_param(query, "limit").and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
+    let to = from.saturating_add(limit).min(items.len());
+    let next = if to < items.len() { to.to_string() } else { String::new() };
     full(
         StatusCode::OK,
-        &json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": s.version.to_string()}, "items": items}),
+        &json!({"kind": "PodList", "apiVersion": "v1",
+                "metadata": {"resourceVersion": s.version.to_string(), "continue": next},
+                "items": items.get(from.min(to)..to).unwrap_or_default()}),
     )
 }
 

@@ -465,6 +465,7 @@ async fn kubelet_pass(
                         "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": SUMMARY}}}]})
                 } else {
                     json!({"phase": "Running", "hostIP": address, "podIP": pod_ip, "podIPs": pod_ips,
+                        "startTime": k8s_openapi::jiff::Timestamp::now().to_string(),
                         "containerStatuses": [{"name": cname, "image": image, "imageID": "", "ready": true,
                         "restartCount": 0, "started": true, "state": {"running": {}}}]})
                 };
