@@ -173,19 +173,7 @@ impl<'a> Story<'a> {
     /// Installs the overlay, waits for the agent and starts the client.
     pub fn install(cp: &'a ControlPlane, node: &'a RealNode, root: &Path) -> Result<Story<'a>, String> {
         let yaml = rendered_overlay(root)?;
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&cp.admin)
-            .args(["apply", "--server-side", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        if let Some(mut stdin) = child.stdin.take() {
-            std::io::Write::write_all(&mut stdin, yaml.as_bytes()).map_err(|e| e.to_string())?;
-        }
-        checked(child.wait_with_output().map_err(|e| e.to_string())?, "kubectl apply the statsd overlay")?;
+        cp.apply(&yaml).map_err(|e| format!("kubectl apply the statsd overlay: {e}"))?;
         let ds = checked(
             cp.kubectl(&["-n", AGENT_NAMESPACE, "get", "daemonset", "statsd", "-o", "json"]),
             "get the DaemonSet",
