@@ -174,6 +174,20 @@ impl<'a> Story<'a> {
     pub fn install(cp: &'a ControlPlane, node: &'a RealNode, root: &Path) -> Result<Story<'a>, String> {
         let yaml = rendered_overlay(root)?;
         cp.apply(&yaml).map_err(|e| format!("kubectl apply the statsd overlay: {e}"))?;
+        // The scheduled sweep would repair, at its own time, what a case
+        // must see stale; the story runs its sweeps by hand.
+        checked(
+            cp.kubectl(&[
+                "-n",
+                NAMESPACE,
+                "patch",
+                "cronjob",
+                "flush-conntrack-sweep",
+                "-p",
+                r#"{"spec":{"suspend":true}}"#,
+            ]),
+            "suspend the scheduled sweep",
+        )?;
         let ds = checked(
             cp.kubectl(&["-n", AGENT_NAMESPACE, "get", "daemonset", "statsd", "-o", "json"]),
             "get the DaemonSet",
