@@ -347,13 +347,17 @@ impl<'a> Story<'a> {
         // Job is done. Its outcome is waited for here.
         let (trigger_log, events) = match agent.trigger != Trigger::None {
             true => {
-                let deadline = Instant::now() + Duration::from_secs(60);
+                let deadline = Instant::now() + Duration::from_secs(90);
                 loop {
                     let log = self.node.container_log(AGENT_NAMESPACE, &new.name, "flush-conntrack");
                     let events = self.events_on(&new.name);
-                    let done = events.iter().any(|(_, reason)| {
-                        reason == "Flushed" || reason.starts_with("FlushFailed") || reason == "FlushTimedOut"
-                    });
+                    // The Event can be written before containerd has copied the
+                    // log line that precedes it into the log file: wait for both.
+                    let flushed = events.iter().any(|(_, reason)| reason == "Flushed")
+                        && trigger_summary(&log).is_some();
+                    let failed =
+                        events.iter().any(|(_, reason)| reason == "FlushFailed" || reason == "FlushTimedOut");
+                    let done = flushed || failed;
                     if done || Instant::now() > deadline {
                         break (log, events);
                     }
