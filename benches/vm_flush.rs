@@ -77,11 +77,12 @@ fn main() {
     println!("|---|---|---|---|---|");
     for (name, _, _, _) in CASES {
         let (ours, theirs) = (median(seconds("OURS", name)), median(seconds("THEIRS", name)));
+        let first = |v: Vec<String>| v.first().cloned().unwrap_or_else(|| "?".to_owned());
         println!(
-            "| {name} | {ours:.3} s | {theirs:.3} s | {:.1} | {:?}, {:?} |",
+            "| {name} | {ours:.3} s | {theirs:.3} s | {:.1} | {}, {} |",
             theirs / ours,
-            left("OURS", name).first(),
-            left("THEIRS", name).first()
+            first(left("OURS", name)),
+            first(left("THEIRS", name))
         );
     }
     let _ = std::fs::remove_dir_all(&work);
