@@ -426,7 +426,11 @@ async fn sweep_spawns_one_job_per_node_with_its_targets() {
     }
     assert_eq!(
         notes[3],
-        ("SweepDone".into(), "swept 3 nodes: 0 failed, 6 stale entries deleted, 3 kept".into())
+        (
+            "SweepDone".into(),
+            "3 nodes with agents: 0 unchanged since the last sweep, 3 flushed, 0 failed; 6 stale entries deleted, 3 kept"
+                .into()
+        )
     );
 }
 

@@ -68,11 +68,17 @@ pub fn node_failed(node: &str, error: &str) -> Note {
     Note { warning: true, reason: "FlushFailed", note: format!("node {node}: {error}") }
 }
 
-pub fn sweep_done(nodes: usize, failed: usize, deleted: u64, kept: u64) -> Note {
+/// The sweep's total: nodes with agents, those skipped as unchanged since
+/// the last success, those flushed and those whose flush failed.
+pub fn sweep_done(considered: usize, unchanged: usize, failed: usize, deleted: u64, kept: u64) -> Note {
+    let flushed = considered - unchanged - failed;
     Note {
         warning: failed > 0,
         reason: "SweepDone",
-        note: format!("swept {nodes} nodes: {failed} failed, {deleted} stale entries deleted, {kept} kept"),
+        note: format!(
+            "{considered} nodes with agents: {unchanged} unchanged since the last sweep, {flushed} flushed, \
+             {failed} failed; {deleted} stale entries deleted, {kept} kept"
+        ),
     }
 }
 

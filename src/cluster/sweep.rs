@@ -89,7 +89,8 @@ pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Resul
     let flushed = total - failed;
     tracing::info!(nodes = considered, unchanged, flushed, failed, deleted, kept, unreported, "sweep done");
     if let (Some(pod), false) = (&regarding, settings.dry_run) {
-        events::publish(client, pod, &events::sweep_done(total, failed, deleted, kept), &instance).await;
+        let done = events::sweep_done(considered, unchanged, failed, deleted, kept);
+        events::publish(client, pod, &done, &instance).await;
     }
     match failed {
         0 => Ok(()),
