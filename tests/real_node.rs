@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use testbed::controlplane::ControlPlane;
 use testbed::node::{NodeSpec, RealNode};
 use testbed::require;
+use testbed::scratch::Scratch;
 use testbed::story::{self, Expect, Rollout, Seen, Story, Trigger};
 
 const NODE: &str = "node-a";
@@ -132,8 +133,8 @@ fn on_a_real_node() {
     if !require::kernel_test("on_a_real_node", TOOLS) {
         return;
     }
-    let work = std::env::temp_dir().join(format!("fct-images-{}", std::process::id()));
-    let images = story::images(root(), &work).unwrap_or_else(|e| panic!("{e}"));
+    let work = Scratch::new("images");
+    let images = story::images(root(), work.path()).unwrap_or_else(|e| panic!("{e}"));
     let shipped = &images[0];
     eprintln!(
         "image {}: {} bytes uncompressed, {} bytes compressed",
@@ -177,5 +178,4 @@ fn on_a_real_node() {
 
     drop(story);
     drop(node);
-    let _ = std::fs::remove_dir_all(&work);
 }

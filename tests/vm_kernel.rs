@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use testbed::image;
 use testbed::require;
+use testbed::scratch::Scratch;
 use testbed::table::{self, mixed, Flow, MIXED_ENV};
 use testbed::vm::{self, Kernel};
 
@@ -95,14 +96,13 @@ fn on_debian_12_linux_6_1() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let work = std::env::temp_dir().join(format!("fct-vm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
+    let scratch = Scratch::new("vm");
+    let work = scratch.path();
     let (package, version) = vm::DEBIAN_KERNEL;
     let kernel = Kernel::debian(package, version).unwrap_or_else(|e| panic!("{e}"));
     let flush = image::static_release_binary(root).unwrap_or_else(|e| panic!("{e}"));
     let fill = image::static_example(root, "fill").unwrap_or_else(|e| panic!("{e}"));
-    let nocap =
-        image::static_c(&root.join("testbed/images/nocap.c"), &work).unwrap_or_else(|e| panic!("{e}"));
+    let nocap = image::static_c(&root.join("testbed/images/nocap.c"), work).unwrap_or_else(|e| panic!("{e}"));
 
     let m = mixed();
     let all: Vec<&Flow> = m.delete.iter().chain(&m.stay).collect();
@@ -161,7 +161,7 @@ fn on_debian_12_linux_6_1() {
     ];
     let files = vec![(flush, "/flush-conntrack"), (fill, "/fill"), (nocap, "/nocap")];
     let output = kernel
-        .run(&work, &files, &script(&scenarios), Duration::from_secs(600))
+        .run(work, &files, &script(&scenarios), Duration::from_secs(600))
         .unwrap_or_else(|e| panic!("{e}"));
     let booted =
         output.lines().find_map(|l| l.split_once("FCT-VM-BOOTED ")).map(|(_, r)| r).unwrap_or_default();
@@ -214,5 +214,4 @@ fn on_debian_12_linux_6_1() {
     assert_eq!(counts["deleted"], 12_000, "{counts}");
     assert_eq!(counts["kernel_flushed"], 0, "{counts}");
     assert!(s.log.contains("kernel has no filtered flush"), "the fallback was taken: {}", s.log);
-    let _ = std::fs::remove_dir_all(&work);
 }

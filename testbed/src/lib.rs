@@ -10,6 +10,7 @@ pub mod image;
 pub mod netns;
 pub mod node;
 pub mod require;
+pub mod scratch;
 pub mod story;
 pub mod stream;
 pub mod table;
