@@ -343,44 +343,14 @@ fn agent(name: &str, node: &str, host_ip: &str, pod_ip: &str, phase: &str) -> Va
 
 #[tokio::test]
 async fn sweep_spawns_one_job_per_node_with_its_targets() {
-    let jobs: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
-    let store = jobs.clone();
-    let route: Route = Box::new(move |s: &Seen| {
-        let find = |name: &str| store.lock().unwrap().iter().find(|j| j["metadata"]["name"] == name).cloned();
-        match (&s.method, s.path.as_str()) {
-            (&Method::GET, "/api/v1/namespaces/monitoring/pods") => {
-                assert!(s.query.contains("labelSelector=app%3Dstatsd"), "{}", s.query);
-                ok(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
-                    agent("statsd-a", "node-a", "192.0.2.1", "10.244.1.5", "Running"),
-                    agent("statsd-b", "node-b", "192.0.2.2", "10.244.2.5", "Running"),
-                    agent("statsd-c", "node-c", "192.0.2.3", "10.244.3.5", "Running"),
-                    agent("statsd-d", "node-d", "192.0.2.4", "10.244.4.5", "Pending"),
-                ]}))
-            }
-            (&Method::GET, CRONJOB) => ok(template()),
-            (&Method::POST, JOBS) => {
-                let mut body = s.body.clone();
-                body["metadata"]["resourceVersion"] = json!("5");
-                store.lock().unwrap().push(body.clone());
-                Some((201, body.to_string()))
-            }
-            (&Method::GET, p) if p.starts_with(JOBS) && s.query.contains("watch=true") => {
-                let name = s.query.split("metadata.name%3D").nth(1)?.split('&').next()?.to_owned();
-                watch_event("MODIFIED", &with_condition(&find(&name)?, "Complete"))
-            }
-            (&Method::GET, p) if p.starts_with(JOBS) => ok(find(p.rsplit('/').next()?)?),
-            (&Method::GET, "/api/v1/namespaces/flush-conntrack/pods") => {
-                let name = s.query.split("job-name%3D").nth(1)?.split('&').next()?.to_owned();
-                ok(summary_pod(&name))
-            }
-            (&Method::POST, "/apis/events.k8s.io/v1/namespaces/flush-conntrack/events") => {
-                Some((201, s.body.to_string()))
-            }
-            // No sweep has succeeded yet: every node is visited.
-            (&Method::GET, SWEEP_CRONJOB) => Some((404, status(404, "NotFound", "not found").to_string())),
-            _ => None,
-        }
-    });
+    let pods = vec![
+        agent("statsd-a", "node-a", "192.0.2.1", "10.244.1.5", "Running"),
+        agent("statsd-b", "node-b", "192.0.2.2", "10.244.2.5", "Running"),
+        agent("statsd-c", "node-c", "192.0.2.3", "10.244.3.5", "Running"),
+        agent("statsd-d", "node-d", "192.0.2.4", "10.244.4.5", "Pending"),
+    ];
+    // No sweep has succeeded yet: every node is visited.
+    let (route, jobs) = sweep_cluster(pods, &[], None, 500);
     let (client, seen) = serve(route);
     let s = settings(&[
         ("MODE", "sweep"),
@@ -540,10 +510,8 @@ fn started(pod: Value, at: &str) -> Value {
     pod
 }
 
-/// A cluster of `nodes` nodes, each with a running agent started at
-/// `agents_started` except those in `changed` (started later), where the
-/// last sweep succeeded at `last_success` and the last flush of the nodes
-/// in `failed` failed. Pods come in pages of `page`.
+/// A cluster of `nodes` nodes, each with a running agent started before
+/// `last_success` except those in `changed` (started after it).
 fn churned_cluster(
     nodes: usize,
     changed: &'static [usize],
@@ -551,8 +519,6 @@ fn churned_cluster(
     last_success: Option<&'static str>,
     page: usize,
 ) -> (Route, Arc<Mutex<Vec<Value>>>) {
-    let jobs: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
-    let store = jobs.clone();
     let pods: Vec<Value> = (0..nodes)
         .map(|i| {
             let at = if changed.contains(&i) { "2026-11-26T12:30:00Z" } else { "2026-11-26T09:00:00Z" };
@@ -562,6 +528,20 @@ fn churned_cluster(
             )
         })
         .collect();
+    sweep_cluster(pods, failed, last_success, page)
+}
+
+/// A cluster with these agent pods, where the last sweep succeeded at
+/// `last_success` and the last flush of the nodes in `failed` failed. Pods
+/// come in pages of `page`.
+fn sweep_cluster(
+    pods: Vec<Value>,
+    failed: &'static [usize],
+    last_success: Option<&'static str>,
+    page: usize,
+) -> (Route, Arc<Mutex<Vec<Value>>>) {
+    let jobs: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+    let store = jobs.clone();
     let old_jobs: Vec<Value> = failed
         .iter()
         .map(|i| {
@@ -575,7 +555,9 @@ fn churned_cluster(
         let find = |name: &str| store.lock().unwrap().iter().find(|j| j["metadata"]["name"] == name).cloned();
         match (&s.method, s.path.as_str()) {
             (&Method::GET, "/api/v1/namespaces/monitoring/pods") => {
+                assert!(s.query.contains("labelSelector=app%3Dstatsd"), "{}", s.query);
                 assert!(s.query.contains("fieldSelector=status.phase%3DRunning"), "{}", s.query);
+                assert!(s.query.contains("limit=500"), "{}", s.query);
                 let from: usize = s
                     .query
                     .split("continue=")
@@ -613,6 +595,9 @@ fn churned_cluster(
             (&Method::GET, "/api/v1/namespaces/flush-conntrack/pods") => {
                 let name = s.query.split("job-name%3D").nth(1)?.split('&').next()?.to_owned();
                 ok(summary_pod(&name))
+            }
+            (&Method::POST, "/apis/events.k8s.io/v1/namespaces/flush-conntrack/events") => {
+                Some((201, s.body.to_string()))
             }
             _ => None,
         }
