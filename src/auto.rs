@@ -2,51 +2,83 @@
 //! network namespace; spawn a node-pinned Job otherwise. A pod's private
 //! namespace must never be flushed in the belief that it is the node's.
 
+use std::io;
 use std::net::IpAddr;
 
-use crate::config::Mode;
+use crate::config::Auto;
 use crate::error::Error;
+use crate::Plan;
 
 const CAP_NET_ADMIN: u32 = 12;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    Flush,
+    Spawn,
+}
+
+impl std::fmt::Display for Choice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Choice::Flush => "flush",
+            Choice::Spawn => "spawn",
+        })
+    }
+}
+
+/// Why auto cannot choose.
+#[derive(Debug, thiserror::Error)]
+pub enum Undecided {
+    #[error(
+        "this process holds CAP_NET_ADMIN, but TARGET_IP names no address of the node (it is empty or \
+         `local`), so this namespace may be a pod's own"
+    )]
+    NoNodeAddress,
+    #[error("cannot read /proc/self/status")]
+    Status(#[source] io::Error),
+    #[error("/proc/self/status has no readable CapEff")]
+    NoCapEff,
+    #[error("cannot list interface addresses")]
+    Addresses(#[source] io::Error),
+}
 
 /// The decision, from what was observed. Pure.
 ///
 /// The node's namespace is recognised by its address: `TARGET_IP` is the
 /// node's hostIP, which only the node's own namespace (and so a host-network
 /// pod) has on an interface.
-pub fn decide(net_admin: bool, local: &[IpAddr], targets: &[IpAddr]) -> Result<Mode, String> {
+pub fn decide(net_admin: bool, local: &[IpAddr], targets: &[IpAddr]) -> Result<Choice, Undecided> {
     if !net_admin {
-        return Ok(Mode::Spawn);
+        return Ok(Choice::Spawn);
     }
     if targets.is_empty() {
-        return Err("this process holds CAP_NET_ADMIN, but TARGET_IP names no address of the node (it is \
-                    empty or `local`), so this namespace may be a pod's own"
-            .to_owned());
+        return Err(Undecided::NoNodeAddress);
     }
-    if targets.iter().any(|t| local.contains(t)) {
-        Ok(Mode::Flush)
-    } else {
-        Ok(Mode::Spawn)
+    match targets.iter().any(|t| local.contains(t)) {
+        true => Ok(Choice::Flush),
+        false => Ok(Choice::Spawn),
     }
 }
 
-/// Parses `CapEff` from /proc/self/status.
+/// Parses `CapEff` from /proc/self/status: the kernel's own account of this
+/// process, with no FFI.
 pub fn effective_has(status: &str, capability: u32) -> Option<bool> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
     let bits = u64::from_str_radix(hex, 16).ok()?;
     Some(bits & (1 << capability) != 0)
 }
 
-/// Observes this process and its namespace, and decides.
-pub fn choose(targets: &[IpAddr]) -> Result<Mode, Error> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| Error::Undecided(e.to_string()))?;
-    let net_admin = effective_has(&status, CAP_NET_ADMIN)
-        .ok_or_else(|| Error::Undecided("/proc/self/status has no readable CapEff".to_owned()))?;
-    let local = crate::addresses::local()
-        .map_err(|e| Error::Undecided(format!("cannot list interface addresses: {e}")))?;
-    let mode = decide(net_admin, &local, targets).map_err(Error::Undecided)?;
-    tracing::info!(%mode, net_admin, "MODE=auto chose");
-    Ok(mode)
+/// Observes this process and its namespace, and chooses between the plans.
+pub fn resolve(auto: Auto) -> Result<Plan, Error> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(Undecided::Status)?;
+    let net_admin = effective_has(&status, CAP_NET_ADMIN).ok_or(Undecided::NoCapEff)?;
+    let local = crate::addresses::local().map_err(Undecided::Addresses)?;
+    let choice = decide(net_admin, &local, &auto.flush.selection.ips)?;
+    tracing::info!(mode = %choice, net_admin, "MODE=auto chose");
+    match choice {
+        Choice::Flush => Ok(Plan::Flush(auto.flush)),
+        Choice::Spawn => Ok(Plan::Spawn(auto.spawn?)),
+    }
 }
 
 #[cfg(test)]
@@ -59,26 +91,27 @@ mod tests {
 
     #[test]
     fn without_net_admin_it_spawns() {
-        assert_eq!(decide(false, &ips(&["192.0.2.1"]), &ips(&["192.0.2.1"])), Ok(Mode::Spawn));
-        assert_eq!(decide(false, &[], &[]), Ok(Mode::Spawn));
+        assert_eq!(decide(false, &ips(&["192.0.2.1"]), &ips(&["192.0.2.1"])).unwrap(), Choice::Spawn);
+        assert_eq!(decide(false, &[], &[]).unwrap(), Choice::Spawn);
     }
 
     #[test]
     fn with_net_admin_on_the_node_it_flushes() {
         let node = ips(&["127.0.0.1", "192.0.2.1", "2001:db8::1"]);
-        assert_eq!(decide(true, &node, &ips(&["192.0.2.1"])), Ok(Mode::Flush));
-        assert_eq!(decide(true, &node, &ips(&["2001:db8::1"])), Ok(Mode::Flush));
+        assert_eq!(decide(true, &node, &ips(&["192.0.2.1"])).unwrap(), Choice::Flush);
+        assert_eq!(decide(true, &node, &ips(&["2001:db8::1"])).unwrap(), Choice::Flush);
     }
 
     #[test]
     fn with_net_admin_in_a_pod_namespace_it_spawns() {
-        assert_eq!(decide(true, &ips(&["127.0.0.1", "10.244.1.5"]), &ips(&["192.0.2.1"])), Ok(Mode::Spawn));
+        let pod = ips(&["127.0.0.1", "10.244.1.5"]);
+        assert_eq!(decide(true, &pod, &ips(&["192.0.2.1"])).unwrap(), Choice::Spawn);
     }
 
     #[test]
     fn with_net_admin_and_no_target_ip_it_refuses() {
         let why = decide(true, &ips(&["10.244.1.5"]), &[]).unwrap_err();
-        assert!(why.contains("TARGET_IP names no address of the node"), "{why}");
+        assert!(why.to_string().contains("TARGET_IP names no address of the node"), "{why}");
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub enum Error {
         "MODE=auto cannot tell whether this is the node's network namespace: {0}; \
          set MODE=flush (host network) or MODE=spawn explicitly"
     )]
-    Undecided(String),
+    Undecided(#[from] crate::auto::Undecided),
 
     #[error(
         "the Job template CronJob {namespace}/{name} does not exist: install it with \
@@ -81,7 +81,7 @@ pub enum Error {
         "no Kubernetes client configuration ({0}); in a pod, mount the service account token, \
          elsewhere set KUBECONFIG"
     )]
-    NoKubeConfig(String),
+    NoKubeConfig(#[source] Box<dyn std::error::Error + Send + Sync>),
 
     #[error(
         "flush Job {namespace}/{name} failed: {reason}; `kubectl -n {namespace} logs job/{name}` shows why"
@@ -95,10 +95,42 @@ pub enum Error {
     SweepFailed { failed: usize, total: usize },
 
     #[error("interrupted by {0}")]
-    Interrupted(&'static str),
+    Interrupted(Signal),
 
     #[error("cannot start the async runtime: {0}")]
-    Runtime(String),
+    Runtime(#[source] io::Error),
+}
+
+/// The signals that end a run early; a shell's convention gives each its
+/// exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Int,
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Signal::Term => "SIGTERM",
+            Signal::Int => "SIGINT",
+        })
+    }
+}
+
+/// The error and each cause below it that its own message does not already
+/// quote, for the one line a run ends with.
+pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let line = e.to_string();
+        if !text.contains(&line) {
+            text = format!("{text}: {line}");
+        }
+        cause = e.source();
+    }
+    text
 }
 
 impl Error {
@@ -141,8 +173,8 @@ impl Error {
             Error::TimedOut { .. } => EXIT_TIMED_OUT,
             Error::Forbidden { .. } | Error::Refused { .. } | Error::NameTaken { .. } => EXIT_REFUSED,
             Error::Unreachable { .. } | Error::NoKubeConfig(_) => EXIT_UNREACHABLE,
-            Error::Interrupted("SIGINT") => 130,
-            Error::Interrupted(_) => 143,
+            Error::Interrupted(Signal::Int) => 130,
+            Error::Interrupted(Signal::Term) => 143,
             Error::NoCtnetlink { .. }
             | Error::Kernel { .. }
             | Error::DeletesFailed { .. }
@@ -181,11 +213,23 @@ mod tests {
     }
 
     #[test]
+    fn a_report_carries_every_cause_once() {
+        let e = Error::from(crate::auto::Undecided::Status(io::Error::from_raw_os_error(libc::EACCES)));
+        let text = report(&e);
+        assert!(text.starts_with("MODE=auto cannot tell"), "{text}");
+        assert!(text.ends_with(&io::Error::from_raw_os_error(libc::EACCES).to_string()), "{text}");
+        assert_eq!(text.matches("cannot read /proc/self/status").count(), 1, "{text}");
+        let e = Error::Kernel { action: "dump", source: io::Error::from_raw_os_error(libc::EBUSY) };
+        assert_eq!(report(&e), e.to_string(), "a cause already quoted is not repeated");
+    }
+
+    #[test]
     fn exit_codes() {
         let config = Error::from(ConfigError::new("MODE", "x", "bad"));
         assert_eq!(config.exit_code(), EXIT_CONFIG);
-        assert_eq!(Error::Undecided("x".into()).exit_code(), EXIT_CONFIG);
-        assert_eq!(Error::Interrupted("SIGTERM").exit_code(), 143);
+        assert_eq!(Error::from(crate::auto::Undecided::NoCapEff).exit_code(), EXIT_CONFIG);
+        assert_eq!(Error::Interrupted(Signal::Term).exit_code(), 143);
+        assert_eq!(Error::Interrupted(Signal::Int).exit_code(), 130);
         let timed_out = Error::TimedOut {
             namespace: "n".into(),
             name: "j".into(),

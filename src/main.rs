@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
-use flush_conntrack::config::Settings;
-use flush_conntrack::error::{Error, EXIT_CONFIG};
-use flush_conntrack::{logging, run};
+use flush_conntrack::config::{Settings, Work};
+use flush_conntrack::error::{report, Error, EXIT_CONFIG};
+use flush_conntrack::{auto, logging, run};
 
 fn main() -> ExitCode {
     // Nothing is opened before the whole configuration has been read and
@@ -16,10 +16,14 @@ fn main() -> ExitCode {
         }
     };
     logging::init(settings.log_format, filter);
-    match run(&settings) {
-        Ok(_) => ExitCode::SUCCESS,
+    let plan = match settings.work {
+        Work::Planned(plan) => Ok(plan),
+        Work::Auto(choices) => auto::resolve(choices),
+    };
+    match plan.and_then(|plan| run(&plan)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(exit_code = e.exit_code(), "{e}");
+            tracing::error!(exit_code = e.exit_code(), "{}", report(&e));
             ExitCode::from(e.exit_code())
         }
     }

@@ -57,13 +57,14 @@ fn genuine() -> Value {
     let cronjob: CronJob = serde_json::from_value(template()).unwrap();
     let order = FlushOrder {
         node: "node-a",
-        selection: vec![
+        env: vec![
+            ("MODE", "flush".to_owned()),
             ("TARGET_IP", "192.0.2.1".to_owned()),
             ("TARGET_PORT", "8125".to_owned()),
             ("TARGET_PROTOCOL", "udp".to_owned()),
             ("KEEP_DNAT_TO", "10.244.1.6".to_owned()),
+            ("DRY_RUN", "false".to_owned()),
         ],
-        dry_run: false,
         run: "uid",
     };
     serde_json::to_value(flush_job(&cronjob, "flush-node-a-0123456789", &order).unwrap()).unwrap()

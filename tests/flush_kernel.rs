@@ -315,8 +315,8 @@ fn a_keep_set_past_the_kernel_flush_threshold_keeps_its_entries() {
 
 #[test]
 fn deleting_an_entry_that_is_already_gone_counts_it_as_gone_not_failed() {
-    use flush_conntrack::flush::delete::{DeleteCounts, Deleter};
-    use flush_conntrack::flush::tuple::{Entry, Family};
+    use flush_conntrack::ctnetlink::delete::{DeleteCounts, Deleter};
+    use flush_conntrack::ctnetlink::{Entry, Family};
 
     if !require::kernel_test("deleting_an_entry_that_is_already_gone_counts_it_as_gone_not_failed", TOOLS) {
         return;

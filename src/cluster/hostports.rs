@@ -7,7 +7,8 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::flush::selection::{Protocol, Selection};
+use crate::ctnetlink::Protocol;
+use crate::flush::selection::Selection;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFlush {
@@ -19,12 +20,7 @@ pub struct NodeFlush {
 
 fn protocol_of(name: Option<&str>) -> Option<Protocol> {
     // Kubernetes defaults a container port's protocol to TCP.
-    match name.unwrap_or("TCP") {
-        "UDP" => Some(Protocol::Udp),
-        "TCP" => Some(Protocol::Tcp),
-        "SCTP" => Some(Protocol::Sctp),
-        _ => None,
-    }
+    Protocol::from_name(name.unwrap_or("TCP"))
 }
 
 fn push<T: PartialEq>(v: &mut Vec<T>, item: T) {

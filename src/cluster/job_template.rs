@@ -30,9 +30,9 @@ pub enum TemplateError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlushOrder<'a> {
     pub node: &'a str,
-    /// `TARGET_*` and `KEEP_DNAT_TO`, as the contract writes them.
-    pub selection: Vec<(&'static str, String)>,
-    pub dry_run: bool,
+    /// The flush's variables, as the contract writes them
+    /// ([`crate::config::job_env`]).
+    pub env: Vec<(&'static str, String)>,
     /// What tells this Job from an earlier one for the same node and target:
     /// the trigger pod's UID, or the sweep's run.
     pub run: &'a str,
@@ -45,7 +45,7 @@ pub fn job_name(template: &str, order: &FlushOrder) -> String {
     for part in [template, order.node, order.run] {
         hash.write(part);
     }
-    for (k, v) in &order.selection {
+    for (k, v) in &order.env {
         hash.write(k);
         hash.write(v);
     }
@@ -141,9 +141,7 @@ pub fn flush_job(template: &CronJob, name: &str, order: &FlushOrder) -> Result<J
         tolerations.push(tolerate_all);
     }
 
-    let mut env: Vec<(&str, String)> = vec![("MODE", "flush".to_owned())];
-    env.extend(order.selection.iter().cloned());
-    env.push(("DRY_RUN", order.dry_run.to_string()));
+    let env = &order.env;
     for container in &mut pod.containers {
         let vars = container.env.get_or_insert_with(Vec::new);
         vars.retain(|v| !env.iter().any(|(k, _)| *k == v.name));
@@ -219,13 +217,14 @@ mod tests {
     fn order(run: &str) -> FlushOrder<'_> {
         FlushOrder {
             node: "node-a",
-            selection: vec![
+            env: vec![
+                ("MODE", "flush".to_owned()),
                 ("TARGET_IP", "192.0.2.1".to_owned()),
                 ("TARGET_PORT", "8125".to_owned()),
                 ("TARGET_PROTOCOL", "udp".to_owned()),
                 ("KEEP_DNAT_TO", "198.51.100.6".to_owned()),
+                ("DRY_RUN", "false".to_owned()),
             ],
-            dry_run: false,
             run,
         }
     }
@@ -243,7 +242,7 @@ mod tests {
         assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'), "{name}");
         assert!(!name.starts_with('-') && !name.ends_with('-'));
         let mut other_target = order("uid-1");
-        other_target.selection[1].1 = "8126".to_owned();
+        other_target.env[2].1 = "8126".to_owned();
         assert_ne!(a, job_name("flush-conntrack-node", &other_target));
     }
 

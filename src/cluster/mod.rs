@@ -10,30 +10,63 @@ pub mod job_template;
 pub mod spawn;
 pub mod sweep;
 
-use crate::config::{Mode, Settings};
-use crate::error::Error;
+use std::time::Duration;
+
+use crate::error::{report, Error, Signal};
+use events::Regarding;
+
+/// What spawn and sweep share: where the template and the Jobs live, how
+/// long to wait, how to fail, and who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Namespace of the template and the Jobs; `None`: the pod's own.
+    pub namespace: Option<String>,
+    /// The template CronJob's name.
+    pub job_template: String,
+    /// Zero: create and return at once.
+    pub wait_timeout: Duration,
+    /// A failure is logged and the run exits 0.
+    pub fail_open: bool,
+    /// After the outcome, keep running until terminated: the trigger as a
+    /// sidecar (`restartPolicy: Always`), which the agent does not wait for.
+    pub stay_running: bool,
+    /// The trigger or sweep pod's UID: which run made a Job.
+    pub run: Option<String>,
+    /// The pod this runs in: Events about its flush go on it.
+    pub pod: Option<Regarding>,
+}
+
+/// The work of one run.
+#[derive(Debug, Clone, Copy)]
+pub enum Work<'a> {
+    Spawn(&'a spawn::Plan),
+    Sweep(&'a sweep::Plan),
+}
+
+impl Work<'_> {
+    fn options(&self) -> &Options {
+        match self {
+            Work::Spawn(plan) => &plan.cluster,
+            Work::Sweep(plan) => &plan.cluster,
+        }
+    }
+}
 
 /// Runs spawn or sweep to its end, a signal, or an error; under
 /// `FAIL_OPEN=true` a failure is logged and the run still succeeds, so that
 /// an initContainer never holds its pod back. Configuration errors are not
 /// failures of the cluster: they stay errors.
-pub fn run(mode: Mode, settings: &Settings) -> Result<(), Error> {
-    // MODE=auto may choose spawn only now: its requirements are checked
-    // before anything is contacted, like every other configuration.
-    if mode == Mode::Spawn && settings.cluster.node_name.is_none() {
-        return Err(Error::Config(crate::config::missing_node_name()));
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Runtime(e.to_string()))?;
+pub fn run(work: Work) -> Result<(), Error> {
+    let options = work.options();
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
     let result = runtime.block_on(async {
         let work = async {
             let (client, default_namespace) = client().await?;
-            let namespace = settings.cluster.target_namespace.clone().unwrap_or(default_namespace);
-            match mode {
-                Mode::Sweep => sweep::run(&client, &namespace, settings).await,
-                _ => spawn::run(&client, &namespace, settings).await,
+            let namespace = options.namespace.clone().unwrap_or(default_namespace);
+            match work {
+                Work::Spawn(plan) => spawn::run(&client, &namespace, plan).await,
+                Work::Sweep(plan) => sweep::run(&client, &namespace, plan).await,
             }
         };
         let result = tokio::select! {
@@ -44,9 +77,9 @@ pub fn run(mode: Mode, settings: &Settings) -> Result<(), Error> {
         // it reports and stays until the pod ends.
         match result {
             Err(e @ (Error::Config(_) | Error::Interrupted(_))) => Err(e),
-            outcome if settings.cluster.stay_running => {
+            outcome if options.stay_running => {
                 if let Err(e) = outcome {
-                    tracing::error!(exit_code = e.exit_code(), "{e}");
+                    tracing::error!(exit_code = e.exit_code(), "{}", report(&e));
                 }
                 tracing::info!("STAY_RUNNING=true: done; running until the pod is terminated");
                 let signal = terminated().await;
@@ -57,8 +90,8 @@ pub fn run(mode: Mode, settings: &Settings) -> Result<(), Error> {
         }
     });
     match result {
-        Err(e) if settings.cluster.fail_open && !matches!(e, Error::Config(_)) => {
-            tracing::error!(exit_code = e.exit_code(), "{e}");
+        Err(e) if options.fail_open && !matches!(e, Error::Config(_)) => {
+            tracing::error!(exit_code = e.exit_code(), "{}", report(&e));
             tracing::warn!("FAIL_OPEN=true: exiting 0 despite the failure above");
             Ok(())
         }
@@ -67,12 +100,12 @@ pub fn run(mode: Mode, settings: &Settings) -> Result<(), Error> {
 }
 
 async fn client() -> Result<(kube::Client, String), Error> {
-    let mut config = kube::Config::infer().await.map_err(|e| Error::NoKubeConfig(e.to_string()))?;
-    config.connect_timeout = Some(std::time::Duration::from_secs(5));
+    let mut config = kube::Config::infer().await.map_err(|e| Error::NoKubeConfig(Box::new(e)))?;
+    config.connect_timeout = Some(Duration::from_secs(5));
     // Reads are bounded per call and per watch window instead.
     config.read_timeout = None;
     let namespace = config.default_namespace.clone();
-    let client = kube::Client::try_from(config).map_err(|e| Error::NoKubeConfig(e.to_string()))?;
+    let client = kube::Client::try_from(config).map_err(|e| Error::NoKubeConfig(Box::new(e)))?;
     Ok((client, namespace))
 }
 
@@ -81,8 +114,8 @@ async fn terminated() -> Error {
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
-                _ = term.recv() => Error::Interrupted("SIGTERM"),
-                _ = int.recv() => Error::Interrupted("SIGINT"),
+                _ = term.recv() => Error::Interrupted(Signal::Term),
+                _ = int.recv() => Error::Interrupted(Signal::Int),
             }
         }
         _ => std::future::pending().await,

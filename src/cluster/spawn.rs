@@ -7,28 +7,37 @@ use tokio::time::Instant;
 use super::events::{self, Regarding};
 use super::job::{self, JobState};
 use super::job_template::FlushOrder;
-use crate::config::{missing_node_name, Settings};
-use crate::error::Error;
+use super::Options;
+use crate::config::job_env;
+use crate::error::{report, Error};
+use crate::flush::selection::Selection;
 use crate::report::Summary;
 
 /// A Job made without a trigger pod (by hand) is one run of its own.
 const MANUAL_RUN: &str = "manual";
 
-pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Result<(), Error> {
-    let cluster = &settings.cluster;
-    let node = cluster.node_name.as_deref().ok_or_else(missing_node_name)?;
-    let regarding = cluster.pod.as_ref().map(|(ns, name)| Regarding {
-        namespace: ns.clone(),
-        name: name.clone(),
-        uid: cluster.pod_uid.clone(),
-    });
-    let result = spawn(client, namespace, settings, node, regarding.as_ref()).await;
-    if let (Some(pod), Err(e)) = (&regarding, &result) {
+/// `MODE=spawn`: one flush of this node, by a Job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The node the Job is pinned to (`NODE_NAME`).
+    pub node: String,
+    /// What the Job deletes.
+    pub selection: Selection,
+    /// Print the Job instead of creating it; the Job itself is a dry run.
+    pub dry_run: bool,
+    pub cluster: Options,
+}
+
+pub async fn run(client: &Client, namespace: &str, plan: &Plan) -> Result<(), Error> {
+    let node = plan.node.as_str();
+    let regarding = plan.cluster.pod.as_ref();
+    let result = spawn(client, namespace, plan, regarding).await;
+    if let (Some(pod), Err(e)) = (regarding, &result) {
         let reason = match e {
             Error::TimedOut { .. } => "FlushTimedOut",
             _ => "FlushFailed",
         };
-        events::publish(client, pod, &events::failed(reason, &e.to_string()), node).await;
+        events::publish(client, pod, &events::failed(reason, &report(e)), node).await;
     }
     result
 }
@@ -36,16 +45,15 @@ pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Resul
 async fn spawn(
     client: &Client,
     namespace: &str,
-    settings: &Settings,
-    node: &str,
+    plan: &Plan,
     regarding: Option<&Regarding>,
 ) -> Result<(), Error> {
-    let cluster = &settings.cluster;
+    let (cluster, node) = (&plan.cluster, plan.node.as_str());
     let template = job::template(client, namespace, &cluster.job_template).await?;
-    let run = cluster.pod_uid.as_deref().unwrap_or(MANUAL_RUN);
-    let order = FlushOrder { node, selection: settings.selection.env(), dry_run: settings.dry_run, run };
+    let run = cluster.run.as_deref().unwrap_or(MANUAL_RUN);
+    let order = FlushOrder { node, env: job_env::flush_job(&plan.selection, plan.dry_run), run };
     let job = job::build(&template, &order)?;
-    if settings.dry_run {
+    if plan.dry_run {
         print!("{}", super::yaml(&job));
         tracing::info!("dry run: printed the Job, created nothing");
         return Ok(());

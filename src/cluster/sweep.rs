@@ -18,20 +18,43 @@ use super::events::{self, Regarding};
 use super::hostports::{self, NodeFlush};
 use super::job;
 use super::job_template::{FlushOrder, NODE_LABEL};
-use crate::config::Settings;
-use crate::error::Error;
+use super::Options;
+use crate::config::job_env;
+use crate::ctnetlink::Protocol;
+use crate::error::{report, Error};
 use crate::report::Summary;
 
 /// Pods listed per request: a large cluster's pods come in pages.
 const PAGE: u32 = 500;
 
-pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Result<(), Error> {
-    let cluster = &settings.cluster;
-    let selector = cluster.sweep_selector.clone().unwrap_or_default();
-    let pods = running_pods(client, cluster.sweep_namespace.as_deref(), &selector).await?;
-    let mut plan = hostports::plan(&pods, &settings.selection.protocols);
+/// `MODE=sweep`: which agents, which of their nodes, how many at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Label selector of the agents' pods (`SWEEP_SELECTOR`).
+    pub selector: String,
+    /// Namespace of the agents' pods; `None`: all namespaces.
+    pub namespace: Option<String>,
+    /// Every node with an agent, not only those that changed.
+    pub full: bool,
+    /// The CronJob whose last success marks what an incremental sweep has
+    /// already covered.
+    pub cronjob: String,
+    /// Flush Jobs at once.
+    pub parallelism: usize,
+    /// The hostPorts' protocols that are swept (`TARGET_PROTOCOL`).
+    pub protocols: Vec<Protocol>,
+    /// Print the Jobs instead of creating them.
+    pub dry_run: bool,
+    pub cluster: Options,
+}
+
+pub async fn run(client: &Client, namespace: &str, sweep: &Plan) -> Result<(), Error> {
+    let cluster = &sweep.cluster;
+    let selector = sweep.selector.as_str();
+    let pods = running_pods(client, sweep.namespace.as_deref(), selector).await?;
+    let mut plan = hostports::plan(&pods, &sweep.protocols);
     let considered = plan.len();
-    match nodes_to_visit(client, namespace, settings, &pods).await {
+    match nodes_to_visit(client, namespace, sweep, &pods).await {
         Some(visit) => plan.retain(|n| visit.contains(&n.node)),
         None => tracing::info!("visiting every node with an agent"),
     }
@@ -43,26 +66,22 @@ pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Resul
     }
     let template = job::template(client, namespace, &cluster.job_template).await?;
     // Unique per sweep run: the CronJob's pod, or the time for a run by hand.
-    let run = cluster.pod_uid.clone().unwrap_or_else(|| {
+    let run = cluster.run.clone().unwrap_or_else(|| {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos().to_string()).unwrap_or_default()
     });
     let started = Instant::now();
     let results: Vec<(String, Result<Option<Summary>, Error>)> = stream::iter(&plan)
         .map(|node| async {
-            let result = one_node(client, namespace, settings, &template, node, &run, started).await;
+            let result = one_node(client, namespace, sweep, &template, node, &run, started).await;
             (node.node.clone(), result)
         })
-        .buffer_unordered(cluster.sweep_parallelism)
+        .buffer_unordered(sweep.parallelism)
         .collect()
         .await;
 
     let total = results.len();
     // Each node's outcome, on the sweep's own pod (`kubectl describe pod`).
-    let regarding = cluster.pod.as_ref().map(|(ns, name)| Regarding {
-        namespace: ns.clone(),
-        name: name.clone(),
-        uid: cluster.pod_uid.clone(),
-    });
+    let regarding: Option<&Regarding> = cluster.pod.as_ref();
     let instance = regarding.as_ref().map(|r| r.name.clone()).unwrap_or_default();
     let (mut failed, mut deleted, mut kept, mut unreported) = (0, 0, 0, 0);
     for (node, result) in &results {
@@ -78,17 +97,18 @@ pub async fn run(client: &Client, namespace: &str, settings: &Settings) -> Resul
             }
             Err(e) => {
                 failed += 1;
+                let e = report(e);
                 tracing::error!(node = %node, "flush failed: {e}");
-                events::node_failed(node, &e.to_string())
+                events::node_failed(node, &e)
             }
         };
-        if let (Some(pod), false) = (&regarding, settings.dry_run || cluster.wait_timeout.is_zero()) {
+        if let (Some(pod), false) = (regarding, sweep.dry_run || cluster.wait_timeout.is_zero()) {
             events::publish(client, pod, &note, &instance).await;
         }
     }
     let flushed = total - failed;
     tracing::info!(nodes = considered, unchanged, flushed, failed, deleted, kept, unreported, "sweep done");
-    if let (Some(pod), false) = (&regarding, settings.dry_run) {
+    if let (Some(pod), false) = (regarding, sweep.dry_run) {
         let done = events::sweep_done(considered, unchanged, failed, deleted, kept);
         events::publish(client, pod, &done, &instance).await;
     }
@@ -129,25 +149,24 @@ async fn running_pods(client: &Client, namespace: Option<&str>, selector: &str) 
 async fn nodes_to_visit(
     client: &Client,
     namespace: &str,
-    settings: &Settings,
+    sweep: &Plan,
     pods: &[Pod],
 ) -> Option<BTreeSet<String>> {
-    let cluster = &settings.cluster;
-    if cluster.full_sweep {
+    if sweep.full {
         tracing::info!("FULL_SWEEP=true");
         return None;
     }
     let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), namespace);
-    let since = match call(|| cronjobs.get(&cluster.sweep_cronjob)).await {
+    let since = match call(|| cronjobs.get(&sweep.cronjob)).await {
         Ok(cronjob) => churn::covered_until(&cronjob),
         Err(e) => {
             let e = e.explain(&Call::new("get", "cronjobs", namespace));
-            tracing::warn!(cronjob = %cluster.sweep_cronjob, "cannot read when the last sweep succeeded: {e}");
+            tracing::warn!(cronjob = %sweep.cronjob, "cannot read when the last sweep succeeded: {e}");
             None
         }
     };
     let Some(since) = since else {
-        tracing::info!(cronjob = %cluster.sweep_cronjob, "no successful sweep recorded");
+        tracing::info!(cronjob = %sweep.cronjob, "no successful sweep recorded");
         return None;
     };
     let mut visit: BTreeSet<String> = pods
@@ -171,23 +190,22 @@ async fn nodes_to_visit(
 async fn one_node(
     client: &Client,
     namespace: &str,
-    settings: &Settings,
-    template: &k8s_openapi::api::batch::v1::CronJob,
+    sweep: &Plan,
+    template: &CronJob,
     node: &NodeFlush,
     run: &str,
     started: Instant,
 ) -> Result<Option<Summary>, Error> {
-    let order =
-        FlushOrder { node: &node.node, selection: node.selection.env(), dry_run: settings.dry_run, run };
+    let order = FlushOrder { node: &node.node, env: job_env::flush_job(&node.selection, sweep.dry_run), run };
     let job = job::build(template, &order)?;
-    if settings.dry_run {
+    if sweep.dry_run {
         print!("---\n{}", super::yaml(&job));
         return Ok(None);
     }
     let job = job::create_or_adopt(client, &job, &order).await?;
     tracing::info!(node = %node.node, pods = ?node.pods, "flush Job for the node's hostPorts");
     let name = job.metadata.name.clone().unwrap_or_default();
-    let timeout = settings.cluster.wait_timeout;
+    let timeout = sweep.cluster.wait_timeout;
     if timeout.is_zero() {
         return Ok(None);
     }

@@ -1,17 +1,25 @@
 //! The environment contract (docs/design.md): read, parse and validate every
-//! variable before anything is touched.
+//! variable before anything is touched, and turn them into the plan of one
+//! mode. A variable is named in [`variables`]; it is parsed here (or in
+//! [`cluster`] for spawn and sweep), and written back for a spawned Job in
+//! [`job_env`].
 
 mod cluster;
+pub mod job_env;
 mod values;
-
-pub use cluster::ClusterSettings;
+pub mod variables;
 
 use std::ffi::OsString;
-use std::fmt;
 
-use serde::Deserialize;
+use crate::cluster::spawn;
+use crate::ctnetlink::Protocol;
+use crate::flush::{self, selection::Selection};
+use crate::Plan;
+use variables::{name, Raw};
 
-use crate::flush::selection::{Protocol, Selection};
+pub use cluster::{
+    DEFAULT_JOB_TEMPLATE, DEFAULT_SWEEP_CRONJOB, DEFAULT_SWEEP_PARALLELISM, DEFAULT_WAIT_TIMEOUT,
+};
 
 /// A refused configuration: which variable, the value as given, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,97 +37,43 @@ impl ConfigError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Flush,
-    Spawn,
-    Sweep,
-    Auto,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Flush => "flush",
-            Mode::Spawn => "spawn",
-            Mode::Sweep => "sweep",
-            Mode::Auto => "auto",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
+/// Everything the environment says, accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    pub mode: Mode,
-    pub selection: Selection,
-    pub dry_run: bool,
-    /// `KERNEL_FLUSH=false` never uses the kernel's filtered flush.
-    pub kernel_flush: bool,
     pub log_format: LogFormat,
     /// `RUST_LOG` as given; parsed by the logging setup, which owns its syntax.
     pub log_filter: String,
-    pub cluster: ClusterSettings,
+    pub work: Work,
 }
 
-/// The variables as strings. Everything is parsed by hand afterwards so that
-/// an error can quote the value; envy only maps names to fields.
-#[derive(Debug, Default, Deserialize)]
-struct RawEnv {
-    mode: Option<String>,
-    target_ip: Option<String>,
-    target_port: Option<String>,
-    target_protocol: Option<String>,
-    keep_dnat_to: Option<String>,
-    dry_run: Option<String>,
-    kernel_flush: Option<String>,
-    log_format: Option<String>,
-    rust_log: Option<String>,
-    node_name: Option<String>,
-    pod_uid: Option<String>,
-    pod_name: Option<String>,
-    pod_namespace: Option<String>,
-    stay_running: Option<String>,
-    target_namespace: Option<String>,
-    job_template: Option<String>,
-    wait_timeout: Option<String>,
-    fail_open: Option<String>,
-    sweep_selector: Option<String>,
-    sweep_namespace: Option<String>,
-    full_sweep: Option<String>,
-    sweep_cronjob: Option<String>,
-    sweep_parallelism: Option<String>,
+/// What to do: a plan, or, under `MODE=auto`, the two plans it chooses from
+/// once it has looked at this process and its namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    Planned(Plan),
+    Auto(Auto),
 }
 
-const OURS: [&str; 23] = [
-    "MODE",
-    "TARGET_IP",
-    "TARGET_PORT",
-    "TARGET_PROTOCOL",
-    "KEEP_DNAT_TO",
-    "DRY_RUN",
-    "KERNEL_FLUSH",
-    "LOG_FORMAT",
-    "RUST_LOG",
-    "NODE_NAME",
-    "POD_UID",
-    "POD_NAME",
-    "POD_NAMESPACE",
-    "STAY_RUNNING",
-    "TARGET_NAMESPACE",
-    "JOB_TEMPLATE",
-    "WAIT_TIMEOUT",
-    "FAIL_OPEN",
-    "SWEEP_SELECTOR",
-    "SWEEP_NAMESPACE",
-    "FULL_SWEEP",
-    "SWEEP_CRONJOB",
-    "SWEEP_PARALLELISM",
-];
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auto {
+    pub flush: flush::Plan,
+    /// Spawn has requirements of its own (`NODE_NAME`); they are reported
+    /// only if auto chooses spawn, still before anything is contacted.
+    pub spawn: Result<spawn::Plan, ConfigError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Flush,
+    Spawn,
+    Sweep,
+    Auto,
+}
 
 impl Settings {
     /// Reads the process environment. A variable of ours that is not valid
@@ -132,97 +86,101 @@ impl Settings {
         let mut utf8 = Vec::new();
         for (name, value) in vars {
             let Some(name) = name.to_str().map(str::to_owned) else { continue };
-            let Some(ours) = OURS.iter().find(|n| **n == name) else { continue };
+            let Some(ours) = variables::ALL.iter().find(|n| **n == name) else { continue };
             match value.into_string() {
                 Ok(value) => utf8.push((name, value)),
                 Err(raw) => return Err(ConfigError::new(ours, &raw.to_string_lossy(), "is not valid UTF-8")),
             }
         }
-        let raw: RawEnv =
+        let raw: Raw =
             envy::from_iter(utf8).map_err(|e| ConfigError::new("environment", "", e.to_string()))?;
-        Self::from_raw(raw)
+        Self::from_raw(&raw)
     }
 
-    fn from_raw(raw: RawEnv) -> Result<Self, ConfigError> {
+    fn from_raw(raw: &Raw) -> Result<Self, ConfigError> {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let mode = mode(&text(&raw.mode))?;
         let log_format = match text(&raw.log_format).trim().to_ascii_lowercase().as_str() {
             "" | "text" => LogFormat::Text,
             "json" => LogFormat::Json,
-            _ => return Err(ConfigError::new("LOG_FORMAT", &text(&raw.log_format), "must be json or text")),
+            _ => {
+                return Err(ConfigError::new(
+                    name::LOG_FORMAT,
+                    &text(&raw.log_format),
+                    "must be json or text",
+                ))
+            }
         };
-        let (ips, local) = values::targets("TARGET_IP", &text(&raw.target_ip))?;
-        let ports = values::port_list("TARGET_PORT", &text(&raw.target_port))?;
-        let protocols = match raw.target_protocol.as_deref() {
-            None => vec![Protocol::Udp],
-            Some(v) if v.trim().is_empty() => vec![Protocol::Udp],
-            Some(v) => values::protocols("TARGET_PROTOCOL", v)?,
+        // Every variable is checked whatever the mode: a typo in one that
+        // this mode ignores is still a typo in the manifest.
+        let flush = flush_plan(raw)?;
+        let cluster = cluster::options(raw)?;
+        let node = cluster::node_name(raw)?;
+        let sweep = cluster::sweep_vars(raw)?;
+        let work = match mode {
+            Mode::Flush => Work::Planned(Plan::Flush(flush)),
+            Mode::Spawn => Work::Planned(Plan::Spawn(spawn_plan(node, flush, cluster)?)),
+            Mode::Sweep => Work::Planned(Plan::Sweep(cluster::sweep(sweep, &flush, cluster)?)),
+            Mode::Auto => Work::Auto(Auto { spawn: spawn_plan(node, flush.clone(), cluster), flush }),
         };
-        let keep = values::ip_list("KEEP_DNAT_TO", &text(&raw.keep_dnat_to))?;
-        let dry_run = values::boolean("DRY_RUN", &text(&raw.dry_run))?;
-        let kernel_flush = match raw.kernel_flush.as_deref().map(str::trim) {
-            None | Some("") => true,
-            Some(v) => values::boolean("KERNEL_FLUSH", v)?,
-        };
-
-        let cluster = ClusterSettings::parse(cluster::RawCluster {
-            node_name: raw.node_name.as_deref().unwrap_or_default(),
-            pod_uid: raw.pod_uid.as_deref().unwrap_or_default(),
-            pod_name: raw.pod_name.as_deref().unwrap_or_default(),
-            pod_namespace: raw.pod_namespace.as_deref().unwrap_or_default(),
-            stay_running: raw.stay_running.as_deref().unwrap_or_default(),
-            target_namespace: raw.target_namespace.as_deref().unwrap_or_default(),
-            job_template: raw.job_template.as_deref().unwrap_or_default(),
-            wait_timeout: raw.wait_timeout.as_deref().unwrap_or_default(),
-            fail_open: raw.fail_open.as_deref().unwrap_or_default(),
-            sweep_selector: raw.sweep_selector.as_deref().unwrap_or_default(),
-            sweep_namespace: raw.sweep_namespace.as_deref().unwrap_or_default(),
-            full_sweep: raw.full_sweep.as_deref().unwrap_or_default(),
-            sweep_cronjob: raw.sweep_cronjob.as_deref().unwrap_or_default(),
-            sweep_parallelism: raw.sweep_parallelism.as_deref().unwrap_or_default(),
-        })?;
-        if mode == Mode::Spawn && cluster.node_name.is_none() {
-            return Err(missing_node_name());
+        if let Work::Planned(Plan::Flush(_) | Plan::Spawn(_)) | Work::Auto(_) = &work {
+            refuse_whole_table(raw)?;
         }
-        if mode == Mode::Sweep && cluster.sweep_selector.is_none() {
-            return Err(ConfigError::new(
-                "SWEEP_SELECTOR",
-                "",
-                "is required in sweep mode: the label selector of the DaemonSet's pods, e.g. app=statsd",
-            ));
-        }
+        Ok(Settings { log_format, log_filter: text(&raw.rust_log), work })
+    }
+}
 
-        let targets_modes = matches!(mode, Mode::Flush | Mode::Spawn | Mode::Auto);
-        if targets_modes && ips.is_empty() && !local && ports.is_empty() {
-            return Err(ConfigError::new(
-                "TARGET_IP",
-                &text(&raw.target_ip),
-                "neither TARGET_IP nor TARGET_PORT is set; refusing to flush every entry of the table \
-                 (set TARGET_PORT, e.g. TARGET_PORT=8125, and/or TARGET_IP=local for every address of the node)",
-            ));
-        }
+/// The `TARGET_*`, `KEEP_DNAT_TO`, `DRY_RUN` and `KERNEL_FLUSH` variables.
+fn flush_plan(raw: &Raw) -> Result<flush::Plan, ConfigError> {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let (ips, local) = values::targets(name::TARGET_IP, &text(&raw.target_ip))?;
+    let ports = values::port_list(name::TARGET_PORT, &text(&raw.target_port))?;
+    let protocols = match raw.target_protocol.as_deref() {
+        None => vec![Protocol::Udp],
+        Some(v) if v.trim().is_empty() => vec![Protocol::Udp],
+        Some(v) => values::protocols(name::TARGET_PROTOCOL, v)?,
+    };
+    let keep = values::ip_list(name::KEEP_DNAT_TO, &text(&raw.keep_dnat_to))?;
+    let dry_run = values::boolean(name::DRY_RUN, &text(&raw.dry_run))?;
+    let kernel_flush = match raw.kernel_flush.as_deref().map(str::trim) {
+        None | Some("") => true,
+        Some(v) => values::boolean(name::KERNEL_FLUSH, v)?,
+    };
+    Ok(flush::Plan { selection: Selection { protocols, ips, local, ports, keep }, dry_run, kernel_flush })
+}
 
-        Ok(Settings {
-            mode,
-            selection: Selection { protocols, ips, local, ports, keep },
-            dry_run,
-            kernel_flush,
-            log_format,
-            log_filter: raw.rust_log.unwrap_or_default(),
-            cluster,
-        })
+/// Flush and spawn name their targets: an empty selection would be every
+/// entry of the table.
+fn refuse_whole_table(raw: &Raw) -> Result<(), ConfigError> {
+    let (ips, local) = values::targets(name::TARGET_IP, raw.target_ip.as_deref().unwrap_or_default())?;
+    let ports = values::port_list(name::TARGET_PORT, raw.target_port.as_deref().unwrap_or_default())?;
+    match ips.is_empty() && !local && ports.is_empty() {
+        false => Ok(()),
+        true => Err(ConfigError::new(
+            name::TARGET_IP,
+            raw.target_ip.as_deref().unwrap_or_default(),
+            "neither TARGET_IP nor TARGET_PORT is set; refusing to flush every entry of the table \
+             (set TARGET_PORT, e.g. TARGET_PORT=8125, and/or TARGET_IP=local for every address of the node)",
+        )),
     }
 }
 
 /// Spawn pins the Job to a node and cannot guess which.
-pub fn missing_node_name() -> ConfigError {
-    ConfigError::new(
-        "NODE_NAME",
-        "",
-        "is required to spawn a flush Job: set it from the downward API \
-         (env: - name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}), \
-         as kustomize/components/trigger does",
-    )
+fn spawn_plan(
+    node: Option<String>,
+    flush: flush::Plan,
+    cluster: crate::cluster::Options,
+) -> Result<spawn::Plan, ConfigError> {
+    let node = node.ok_or_else(|| {
+        ConfigError::new(
+            name::NODE_NAME,
+            "",
+            "is required to spawn a flush Job: set it from the downward API \
+             (env: - name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}), \
+             as kustomize/components/trigger does",
+        )
+    })?;
+    Ok(spawn::Plan { node, selection: flush.selection, dry_run: flush.dry_run, cluster })
 }
 
 fn mode(value: &str) -> Result<Mode, ConfigError> {
@@ -231,7 +189,7 @@ fn mode(value: &str) -> Result<Mode, ConfigError> {
         "flush" => Ok(Mode::Flush),
         "spawn" => Ok(Mode::Spawn),
         "sweep" => Ok(Mode::Sweep),
-        _ => Err(ConfigError::new("MODE", value, "must be flush, spawn, sweep or auto")),
+        _ => Err(ConfigError::new(name::MODE, value, "must be flush, spawn, sweep or auto")),
     }
 }
 
@@ -239,25 +197,34 @@ fn mode(value: &str) -> Result<Mode, ConfigError> {
 mod tests {
     use super::*;
 
-    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    pub(super) fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         Settings::from_vars(vars.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))))
+    }
+
+    fn flush_plan_of(vars: &[(&str, &str)]) -> flush::Plan {
+        match settings(vars).unwrap().work {
+            Work::Planned(Plan::Flush(plan)) | Work::Auto(Auto { flush: plan, .. }) => plan,
+            other => panic!("not a flush: {other:?}"),
+        }
     }
 
     #[test]
     fn defaults_udp_auto_text_not_dry() {
         let s = settings(&[("TARGET_PORT", "8125")]).unwrap();
-        assert_eq!(s.mode, Mode::Auto);
-        assert_eq!(s.selection.protocols, vec![Protocol::Udp]);
-        assert_eq!(s.selection.ports, vec![8125..=8125]);
-        assert!(s.selection.ips.is_empty() && s.selection.keep.is_empty());
-        assert!(!s.dry_run);
-        assert!(s.kernel_flush);
         assert_eq!(s.log_format, LogFormat::Text);
+        let Work::Auto(auto) = s.work else { panic!("auto is the default") };
+        let plan = auto.flush;
+        assert_eq!(plan.selection.protocols, vec![Protocol::Udp]);
+        assert_eq!(plan.selection.ports, vec![8125..=8125]);
+        assert!(plan.selection.ips.is_empty() && plan.selection.keep.is_empty());
+        assert!(!plan.dry_run);
+        assert!(plan.kernel_flush);
+        assert_eq!(auto.spawn.unwrap_err().variable, "NODE_NAME", "auto may not spawn without a node");
     }
 
     #[test]
     fn full_contract() {
-        let s = settings(&[
+        let vars = [
             ("MODE", "flush"),
             ("TARGET_IP", "192.0.2.1,2001:db8::1"),
             ("TARGET_PORT", "8125,8126"),
@@ -268,33 +235,37 @@ mod tests {
             ("LOG_FORMAT", "json"),
             ("RUST_LOG", "debug"),
             ("UNRELATED", "whatever"),
-        ])
-        .unwrap();
-        assert_eq!(s.mode, Mode::Flush);
-        assert_eq!(s.selection.ips.len(), 2);
-        assert_eq!(s.selection.protocols, vec![Protocol::Udp, Protocol::Tcp]);
-        assert_eq!(s.selection.keep, vec!["198.51.100.6".parse::<std::net::IpAddr>().unwrap()]);
-        assert!(s.dry_run);
-        assert!(!s.kernel_flush);
-        assert_eq!(s.log_format, LogFormat::Json);
-        assert_eq!(s.log_filter, "debug");
+        ];
+        let s = settings(&vars).unwrap();
+        assert_eq!((s.log_format, s.log_filter.as_str()), (LogFormat::Json, "debug"));
+        let plan = flush_plan_of(&vars);
+        assert_eq!(plan.selection.ips.len(), 2);
+        assert_eq!(plan.selection.protocols, vec![Protocol::Udp, Protocol::Tcp]);
+        assert_eq!(plan.selection.keep, vec!["198.51.100.6".parse::<std::net::IpAddr>().unwrap()]);
+        assert!(plan.dry_run);
+        assert!(!plan.kernel_flush);
     }
 
     #[test]
-    fn selection_env_round_trips() {
-        let s = settings(&[
-            ("MODE", "flush"),
-            ("TARGET_IP", "192.0.2.1, 2001:db8::1"),
-            ("TARGET_PORT", "8126,8000-8100,8125"),
-            ("TARGET_PROTOCOL", "tcp,udp"),
-            ("KEEP_DNAT_TO", "198.51.100.6"),
-        ])
-        .unwrap();
-        let env = s.selection.env();
-        assert_eq!(env[1], ("TARGET_PORT", "8000-8100,8125,8126".to_owned()));
-        let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        vars.push(("MODE", "flush"));
-        assert_eq!(settings(&vars).unwrap().selection, s.selection);
+    fn each_mode_gets_its_plan() {
+        let planned = |vars: &[(&str, &str)]| match settings(vars).unwrap().work {
+            Work::Planned(plan) => plan,
+            Work::Auto(_) => panic!("auto"),
+        };
+        assert!(matches!(planned(&[("MODE", "flush"), ("TARGET_PORT", "8125")]), Plan::Flush(_)));
+        let Plan::Spawn(spawn) = planned(&[
+            ("MODE", "Spawn"),
+            ("TARGET_PORT", "8125"),
+            ("NODE_NAME", "node-a"),
+            ("DRY_RUN", "true"),
+        ]) else {
+            panic!("spawn")
+        };
+        assert_eq!((spawn.node.as_str(), spawn.dry_run), ("node-a", true));
+        let Plan::Sweep(sweep) = planned(&[("MODE", "sweep"), ("SWEEP_SELECTOR", "app=statsd")]) else {
+            panic!("sweep")
+        };
+        assert_eq!(sweep.selector, "app=statsd");
     }
 
     #[test]
@@ -304,6 +275,11 @@ mod tests {
         let e = settings(&[("MODE", "flush"), ("TARGET_IP", " "), ("TARGET_PORT", ",")]).unwrap_err();
         assert_eq!(e.variable, "TARGET_IP");
         assert!(settings(&[("TARGET_IP", "192.0.2.1")]).is_ok());
+        assert_eq!(settings(&[]).unwrap_err().variable, "TARGET_IP", "auto may flush: it needs a target");
+        assert!(
+            settings(&[("MODE", "sweep"), ("SWEEP_SELECTOR", "app=x")]).is_ok(),
+            "a sweep targets hostPorts"
+        );
     }
 
     #[test]
@@ -336,8 +312,6 @@ mod tests {
         assert!(settings(&[("MODE", "spawn"), ("TARGET_PORT", "8125"), ("NODE_NAME", "node-a")]).is_ok());
         let e = settings(&[("MODE", "sweep")]).unwrap_err();
         assert_eq!(e.variable, "SWEEP_SELECTOR");
-        let s = settings(&[("MODE", "sweep"), ("SWEEP_SELECTOR", "app=statsd")]).unwrap();
-        assert_eq!(s.cluster.sweep_selector.as_deref(), Some("app=statsd"));
     }
 
     #[test]

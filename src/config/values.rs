@@ -6,8 +6,10 @@
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
+use super::variables::name;
 use super::ConfigError;
-use crate::flush::selection::{canonical, Protocol, LOCAL};
+use crate::ctnetlink::Protocol;
+use crate::flush::selection::{canonical, LOCAL};
 
 /// Splits on commas, trims, drops empty items (`"8125, 8126,"` is two ports).
 fn items(value: &str) -> impl Iterator<Item = &str> {
@@ -17,7 +19,7 @@ fn items(value: &str) -> impl Iterator<Item = &str> {
 pub fn ip_list(variable: &'static str, value: &str) -> Result<Vec<IpAddr>, ConfigError> {
     let (ips, local) = targets(variable, value)?;
     match local {
-        true => Err(ConfigError::new(variable, value, format!("`{LOCAL}` is only for TARGET_IP"))),
+        true => Err(ConfigError::new(variable, value, format!("`{LOCAL}` is only for {}", name::TARGET_IP))),
         false => Ok(ips),
     }
 }
@@ -109,17 +111,12 @@ fn merge(mut ranges: Vec<RangeInclusive<u16>>) -> Vec<RangeInclusive<u16>> {
 pub fn protocols(variable: &'static str, value: &str) -> Result<Vec<Protocol>, ConfigError> {
     let mut protocols = Vec::new();
     for item in items(value) {
-        let protocol = match item.to_ascii_lowercase().as_str() {
-            "udp" => Protocol::Udp,
-            "tcp" => Protocol::Tcp,
-            "sctp" => Protocol::Sctp,
-            _ => {
-                return Err(ConfigError::new(
-                    variable,
-                    value,
-                    format!("unknown protocol `{item}`; use udp, tcp or sctp"),
-                ))
-            }
+        let Some(protocol) = Protocol::from_name(item) else {
+            return Err(ConfigError::new(
+                variable,
+                value,
+                format!("unknown protocol `{item}`; use udp, tcp or sctp"),
+            ));
         };
         if !protocols.contains(&protocol) {
             protocols.push(protocol);

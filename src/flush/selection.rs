@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
-use super::tuple::{Entry, Family};
+use crate::ctnetlink::{Entry, Family, Filter, Protocol};
 
 /// The kernel keeps an IPv4 flow in its IPv4 table even when an address is
 /// written (or listed by an interface) as `::ffff:a.b.c.d`, so compare and
@@ -13,23 +13,6 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Udp,
-    Tcp,
-    Sctp,
-}
-
-impl Protocol {
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Sctp => 132,
-        }
     }
 }
 
@@ -61,16 +44,10 @@ pub enum Verdict {
     Delete,
 }
 
-/// One kernel-filtered dump (or filtered flush): equality tests the kernel
-/// applies before anything reaches us.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One kernel-filtered dump (or filtered flush) of the selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slice {
-    pub family: Family,
-    pub protocol: Protocol,
-    /// Only for IPv4: the kernel's IPv6 address filter is inverted
-    /// (docs/ctnetlink.md), so IPv6 addresses are compared here only.
-    pub dst_ip: Option<IpAddr>,
-    pub dst_port: Option<u16>,
+    pub filter: Filter,
     /// The kernel filter is exactly this slice of the selection (nothing is
     /// left for userspace to decide except `KEEP_DNAT_TO`).
     pub exact: bool,
@@ -106,39 +83,6 @@ impl Selection {
         } else {
             Verdict::Delete
         }
-    }
-
-    /// The selection as the environment contract writes it: what a spawned
-    /// flush Job receives. Parsing it back gives the same selection.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        let join = |items: Vec<String>| items.join(",");
-        let ports = self
-            .ports
-            .iter()
-            .map(|r| {
-                if r.start() == r.end() {
-                    r.start().to_string()
-                } else {
-                    format!("{}-{}", r.start(), r.end())
-                }
-            })
-            .collect();
-        let protocols = self
-            .protocols
-            .iter()
-            .map(|p| match p {
-                Protocol::Udp => "udp".to_owned(),
-                Protocol::Tcp => "tcp".to_owned(),
-                Protocol::Sctp => "sctp".to_owned(),
-            })
-            .collect();
-        let local = self.local.then(|| LOCAL.to_owned());
-        vec![
-            ("TARGET_IP", join(local.into_iter().chain(self.ips.iter().map(ToString::to_string)).collect())),
-            ("TARGET_PORT", join(ports)),
-            ("TARGET_PROTOCOL", join(protocols)),
-            ("KEEP_DNAT_TO", join(self.keep.iter().map(ToString::to_string).collect())),
-        ]
     }
 
     pub fn families(&self) -> Vec<Family> {
@@ -185,7 +129,7 @@ impl Selection {
                     for &dst_port in &ports {
                         let exact = (dst_ip.is_some() || self.ips.is_empty())
                             && (dst_port.is_some() || self.ports.is_empty());
-                        slices.push(Slice { family, protocol, dst_ip, dst_port, exact });
+                        slices.push(Slice { filter: Filter { family, protocol, dst_ip, dst_port }, exact });
                     }
                 }
             }
@@ -262,8 +206,6 @@ mod tests {
             sel("192.0.2.9", &[], "").with_local(&here).ips,
             vec!["192.0.2.9".parse::<IpAddr>().unwrap()]
         );
-        // Written back for a spawned Job, `local` stays `local`.
-        assert_eq!(s.env()[0], ("TARGET_IP", "local,192.0.2.9".to_owned()));
     }
 
     #[test]
@@ -315,7 +257,10 @@ mod tests {
         for (slice, family) in slices.iter().zip([Family::V4, Family::V6]) {
             assert_eq!(
                 slice,
-                &Slice { family, protocol: Protocol::Udp, dst_ip: None, dst_port: Some(8125), exact: true }
+                &Slice {
+                    filter: Filter { family, protocol: Protocol::Udp, dst_ip: None, dst_port: Some(8125) },
+                    exact: true
+                }
             );
         }
     }
@@ -325,9 +270,10 @@ mod tests {
         let s = sel("192.0.2.1,2001:db8::1", &[8125..=8125], "");
         let slices = s.slices();
         assert_eq!(slices.len(), 2);
-        assert_eq!(slices[0].dst_ip, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(slices[0].filter.dst_ip, Some("192.0.2.1".parse().unwrap()));
         assert!(slices[0].exact);
-        assert_eq!((slices[1].family, slices[1].dst_ip, slices[1].exact), (Family::V6, None, false));
+        let v6 = slices[1];
+        assert_eq!((v6.filter.family, v6.filter.dst_ip, v6.exact), (Family::V6, None, false));
     }
 
     #[test]
@@ -336,10 +282,12 @@ mod tests {
         assert_eq!(
             s.slices(),
             vec![Slice {
-                family: Family::V4,
-                protocol: Protocol::Udp,
-                dst_ip: Some("192.0.2.1".parse().unwrap()),
-                dst_port: None,
+                filter: Filter {
+                    family: Family::V4,
+                    protocol: Protocol::Udp,
+                    dst_ip: Some("192.0.2.1".parse().unwrap()),
+                    dst_port: None,
+                },
                 exact: false
             }]
         );
@@ -351,12 +299,12 @@ mod tests {
         let s = sel("192.0.2.1,192.0.2.2", &ports, "");
         let slices = s.slices();
         assert_eq!(slices.len(), 2, "{slices:?}");
-        assert!(slices.iter().all(|s| s.dst_port.is_none() && !s.exact));
+        assert!(slices.iter().all(|s| s.filter.dst_port.is_none() && !s.exact));
         let ips: Vec<String> = (1..=12).map(|i| format!("192.0.2.{i}")).collect();
         let s = sel(&ips.join(","), &[53..=53], "");
         let slices = s.slices();
         assert_eq!(slices.len(), 1, "{slices:?}");
-        assert_eq!((slices[0].dst_ip, slices[0].dst_port), (None, Some(53)));
+        assert_eq!((slices[0].filter.dst_ip, slices[0].filter.dst_port), (None, Some(53)));
     }
 
     #[test]
@@ -365,6 +313,6 @@ mod tests {
         s.protocols = vec![Protocol::Udp, Protocol::Tcp];
         let slices = s.slices();
         assert_eq!(slices.len(), 8);
-        assert!(slices.iter().all(|s| s.exact && s.family == Family::V4));
+        assert!(slices.iter().all(|s| s.exact && s.filter.family == Family::V4));
     }
 }

@@ -9,35 +9,11 @@ use netlink_packet_core::{
 use netlink_packet_netfilter::conntrack::{ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Tuple};
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
-use super::selection::Slice;
-use super::tuple::{Entry, Family};
+use super::{attr, message, Entry, Filter};
 
 pub type Message = NetlinkMessage<NetfilterMessage>;
 
-pub const CTA_ID: u16 = 12;
-pub const CTA_ZONE: u16 = 18;
-const CTA_FILTER: u16 = 25;
-const CTA_FILTER_ORIG_FLAGS: u16 = 1;
-const IPCTNL_MSG_CT_GET: u8 = 1;
-const IPCTNL_MSG_CT_DELETE: u8 = 2;
-const IPCTNL_MSG_CT_GET_STATS: u8 = 5;
-pub const CTA_STATS_GLOBAL_ENTRIES: u16 = 1;
-
-/// `CTA_FILTER` flag bits (include/uapi/linux/netfilter/nfnetlink_conntrack.h).
-const FILTER_IP_DST: u32 = 1 << 1;
-const FILTER_PROTO_NUM: u32 = 1 << 3;
-const FILTER_PROTO_DST_PORT: u32 = 1 << 5;
-
-impl From<Family> for NetfilterProtoFamily {
-    fn from(family: Family) -> Self {
-        match family {
-            Family::V4 => NetfilterProtoFamily::IPv4,
-            Family::V6 => NetfilterProtoFamily::IPv6,
-        }
-    }
-}
-
-fn message(family: NetfilterProtoFamily, flags: u16, inner: ConntrackMessage) -> Message {
+fn envelope(family: NetfilterProtoFamily, flags: u16, inner: ConntrackMessage) -> Message {
     let mut header = NetlinkHeader::default();
     header.flags = flags;
     let mut msg = NetlinkMessage::new(
@@ -50,26 +26,26 @@ fn message(family: NetfilterProtoFamily, flags: u16, inner: ConntrackMessage) ->
 
 /// A partial original tuple plus the `CTA_FILTER` that tells the kernel which
 /// of its fields to compare. The kernel rejects an un-nested `CTA_FILTER`.
-fn filter_attributes(slice: &Slice) -> Vec<ConntrackAttribute> {
-    let mut flags = FILTER_PROTO_NUM;
+fn filter_attributes(filter: &Filter) -> Vec<ConntrackAttribute> {
+    let mut flags = attr::FILTER_PROTO_NUM;
     let mut tuple = Vec::new();
-    if let Some(ip) = slice.dst_ip {
-        flags |= FILTER_IP_DST;
+    if let Some(ip) = filter.dst_ip {
+        flags |= attr::FILTER_IP_DST;
         tuple.push(Tuple::Ip(vec![IPTuple::DestinationAddress(ip)]));
     }
-    let mut proto = vec![ProtoTuple::Protocol(slice.protocol.number().into())];
-    if let Some(port) = slice.dst_port {
-        flags |= FILTER_PROTO_DST_PORT;
+    let mut proto = vec![ProtoTuple::Protocol(filter.protocol.number().into())];
+    if let Some(port) = filter.dst_port {
+        flags |= attr::FILTER_PROTO_DST_PORT;
         proto.push(ProtoTuple::DestinationPort(port));
     }
     tuple.push(Tuple::Proto(proto));
     // The kernel reads the filter flags in host byte order.
-    let orig_flags = DefaultNla::new(CTA_FILTER_ORIG_FLAGS, flags.to_ne_bytes().to_vec());
+    let orig_flags = DefaultNla::new(attr::FILTER_ORIG_FLAGS, flags.to_ne_bytes().to_vec());
     let mut nested = vec![0; orig_flags.buffer_len()];
     orig_flags.emit(&mut nested);
     vec![
         ConntrackAttribute::CtaTupleOrig(tuple),
-        ConntrackAttribute::Other(DefaultNla::new(CTA_FILTER | NLA_F_NESTED, nested)),
+        ConntrackAttribute::Other(DefaultNla::new(attr::FILTER | NLA_F_NESTED, nested)),
     ]
 }
 
@@ -85,22 +61,22 @@ fn raw(attribute: &ConntrackAttribute) -> DefaultNla {
     DefaultNla::new(attribute.kind() | nested, value)
 }
 
-fn filtered(slice: &Slice, message_type: u8, flags: u16) -> Message {
-    let attributes = filter_attributes(slice).iter().map(raw).collect();
-    message(slice.family.into(), flags, ConntrackMessage::Other { message_type, attributes })
+fn filtered(filter: &Filter, message_type: u8, flags: u16) -> Message {
+    let attributes = filter_attributes(filter).iter().map(raw).collect();
+    envelope(filter.family.into(), flags, ConntrackMessage::Other { message_type, attributes })
 }
 
 /// Dump of one family's table, narrowed in the kernel (Linux 5.8+; older
 /// kernels ignore the filter and return everything).
-pub fn dump(slice: &Slice) -> Message {
-    filtered(slice, IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP)
+pub fn dump(filter: &Filter) -> Message {
+    filtered(filter, message::CT_GET, NLM_F_REQUEST | NLM_F_DUMP)
 }
 
 /// Deletes every entry of the slice inside the kernel (Linux 6.12+). It
 /// always carries a partial tuple: a `CT_DELETE` without one flushes the whole
 /// table on older kernels, and with one they answer EINVAL instead.
-pub fn filtered_flush(slice: &Slice) -> Message {
-    filtered(slice, IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK)
+pub fn filtered_flush(filter: &Filter) -> Message {
+    filtered(filter, message::CT_DELETE, NLM_F_REQUEST | NLM_F_ACK)
 }
 
 /// Deletes exactly this entry: full original tuple, zone and ID. No ACK is
@@ -116,22 +92,22 @@ pub fn delete(entry: &Entry) -> Message {
     ];
     let mut attributes = vec![ConntrackAttribute::CtaTupleOrig(tuple)];
     if let Some(id) = entry.id {
-        attributes.push(ConntrackAttribute::Other(DefaultNla::new(CTA_ID, id.to_be_bytes().to_vec())));
+        attributes.push(ConntrackAttribute::Other(DefaultNla::new(attr::ID, id.to_be_bytes().to_vec())));
     }
     if entry.zone != 0 {
         attributes
-            .push(ConntrackAttribute::Other(DefaultNla::new(CTA_ZONE, entry.zone.to_be_bytes().to_vec())));
+            .push(ConntrackAttribute::Other(DefaultNla::new(attr::ZONE, entry.zone.to_be_bytes().to_vec())));
     }
-    message(entry.family.into(), NLM_F_REQUEST, ConntrackMessage::Delete(attributes))
+    envelope(entry.family.into(), NLM_F_REQUEST, ConntrackMessage::Delete(attributes))
 }
 
 /// The namespace's table size (`CTA_STATS_GLOBAL_ENTRIES`), used to count
 /// what a filtered flush deleted: the kernel does not say.
 pub fn table_size() -> Message {
-    message(
+    envelope(
         NetfilterProtoFamily::Unspec,
         NLM_F_REQUEST,
-        ConntrackMessage::Other { message_type: IPCTNL_MSG_CT_GET_STATS, attributes: vec![] },
+        ConntrackMessage::Other { message_type: message::CT_GET_STATS, attributes: vec![] },
     )
 }
 
@@ -146,7 +122,7 @@ pub fn emit_into(msg: &mut Message, sequence: u32, buf: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flush::selection::Protocol;
+    use crate::ctnetlink::{Family, Protocol};
 
     fn bytes(mut msg: Message, seq: u32) -> Vec<u8> {
         let mut buf = Vec::new();
@@ -175,13 +151,12 @@ mod tests {
         assert_eq!(parsed.header.length as usize, wire.len());
     }
 
-    fn v4_slice(port: Option<u16>) -> Slice {
-        Slice {
+    fn v4_slice(port: Option<u16>) -> Filter {
+        Filter {
             family: Family::V4,
             protocol: Protocol::Udp,
             dst_ip: Some("192.0.2.1".parse().unwrap()),
             dst_port: port,
-            exact: true,
         }
     }
 
@@ -198,8 +173,7 @@ mod tests {
 
     #[test]
     fn dump_v6_protocol_only() {
-        let slice =
-            Slice { family: Family::V6, protocol: Protocol::Tcp, dst_ip: None, dst_port: None, exact: false };
+        let slice = Filter { family: Family::V6, protocol: Protocol::Tcp, dst_ip: None, dst_port: None };
         let expected = hex("30000000 0101 0103 07000000 00000000  0a000000
              10000180  0c000280 05000100 06000000
              0c001980  08000100 08000000");

@@ -6,33 +6,8 @@ use std::net::IpAddr;
 
 use netlink_packet_core::{DecodeError, Emitable, Nla, NlasIterator};
 
-use super::request::{CTA_ID, CTA_ZONE};
-
-/// Address family of a conntrack table. The kernel keeps one per family and
-/// every request names one (`nfgen_family`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn of(ip: &IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::V4 => "ipv4",
-            Family::V6 => "ipv6",
-        })
-    }
-}
+use super::attr;
+use super::{Family, Protocol};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -46,24 +21,11 @@ pub struct Entry {
     /// Source of the reply tuple: the DNAT target if the flow was translated,
     /// the original destination if not.
     pub reply_src: Option<IpAddr>,
-    /// `CTA_ID`: makes a delete miss a newer entry that reuses the tuple.
+    /// `attr::ID`: makes a delete miss a newer entry that reuses the tuple.
     pub id: Option<u32>,
-    /// `CTA_ZONE`: the kernel looks the tuple up in this zone only.
+    /// `attr::ZONE`: the kernel looks the tuple up in this zone only.
     pub zone: u16,
 }
-
-/// Attribute numbers of a dumped entry (nfnetlink_conntrack.h).
-const CTA_TUPLE_ORIG: u16 = 1;
-const CTA_TUPLE_REPLY: u16 = 2;
-const CTA_TUPLE_IP: u16 = 1;
-const CTA_TUPLE_PROTO: u16 = 2;
-const CTA_IP_V4_SRC: u16 = 1;
-const CTA_IP_V4_DST: u16 = 2;
-const CTA_IP_V6_SRC: u16 = 3;
-const CTA_IP_V6_DST: u16 = 4;
-const CTA_PROTO_NUM: u16 = 1;
-const CTA_PROTO_SRC_PORT: u16 = 2;
-const CTA_PROTO_DST_PORT: u16 = 3;
 
 impl Entry {
     /// Reads an entry from the attributes of a dumped `CT_NEW` message,
@@ -78,10 +40,10 @@ impl Entry {
         for nla in NlasIterator::new(attributes) {
             let nla = nla?;
             match nla.kind() {
-                CTA_TUPLE_ORIG => orig = Endpoints::read(nla.value())?,
-                CTA_TUPLE_REPLY => reply = Endpoints::read(nla.value())?,
-                CTA_ID => id = Some(u32::from_be_bytes(fixed(nla.value())?)),
-                CTA_ZONE => zone = u16::from_be_bytes(fixed(nla.value())?),
+                attr::TUPLE_ORIG => orig = Endpoints::read(nla.value())?,
+                attr::TUPLE_REPLY => reply = Endpoints::read(nla.value())?,
+                attr::ID => id = Some(u32::from_be_bytes(fixed(nla.value())?)),
+                attr::ZONE => zone = u16::from_be_bytes(fixed(nla.value())?),
                 _ => {}
             }
         }
@@ -117,25 +79,25 @@ impl Endpoints {
         for part in NlasIterator::new(tuple) {
             let part = part?;
             match part.kind() {
-                CTA_TUPLE_IP => {
+                attr::TUPLE_IP => {
                     for ip in NlasIterator::new(part.value()) {
                         let ip = ip?;
                         match ip.kind() {
-                            CTA_IP_V4_SRC => e.src = Some(IpAddr::from(fixed::<4>(ip.value())?)),
-                            CTA_IP_V4_DST => e.dst = Some(IpAddr::from(fixed::<4>(ip.value())?)),
-                            CTA_IP_V6_SRC => e.src = Some(IpAddr::from(fixed::<16>(ip.value())?)),
-                            CTA_IP_V6_DST => e.dst = Some(IpAddr::from(fixed::<16>(ip.value())?)),
+                            attr::IP_V4_SRC => e.src = Some(IpAddr::from(fixed::<4>(ip.value())?)),
+                            attr::IP_V4_DST => e.dst = Some(IpAddr::from(fixed::<4>(ip.value())?)),
+                            attr::IP_V6_SRC => e.src = Some(IpAddr::from(fixed::<16>(ip.value())?)),
+                            attr::IP_V6_DST => e.dst = Some(IpAddr::from(fixed::<16>(ip.value())?)),
                             _ => {}
                         }
                     }
                 }
-                CTA_TUPLE_PROTO => {
+                attr::TUPLE_PROTO => {
                     for p in NlasIterator::new(part.value()) {
                         let p = p?;
                         match p.kind() {
-                            CTA_PROTO_NUM => e.protocol = Some(fixed::<1>(p.value())?[0]),
-                            CTA_PROTO_SRC_PORT => e.src_port = Some(u16::from_be_bytes(fixed(p.value())?)),
-                            CTA_PROTO_DST_PORT => e.dst_port = Some(u16::from_be_bytes(fixed(p.value())?)),
+                            attr::PROTO_NUM => e.protocol = Some(fixed::<1>(p.value())?[0]),
+                            attr::PROTO_SRC_PORT => e.src_port = Some(u16::from_be_bytes(fixed(p.value())?)),
+                            attr::PROTO_DST_PORT => e.dst_port = Some(u16::from_be_bytes(fixed(p.value())?)),
                             _ => {}
                         }
                     }
@@ -166,11 +128,9 @@ pub(super) fn value<const N: usize>(nla: &impl Nla) -> Option<[u8; N]> {
 
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = match self.protocol {
-            6 => "tcp".to_owned(),
-            17 => "udp".to_owned(),
-            132 => "sctp".to_owned(),
-            n => format!("proto {n}"),
+        let proto = match Protocol::from_number(self.protocol) {
+            Some(p) => p.name().to_owned(),
+            None => format!("proto {}", self.protocol),
         };
         write!(f, "{proto} {} -> {}", socket(self.src, self.src_port), socket(self.dst, self.dst_port))?;
         match self.reply_src {
@@ -192,7 +152,9 @@ fn socket(ip: IpAddr, port: u16) -> String {
 mod tests {
     use super::*;
     use netlink_packet_core::DefaultNla;
-    use netlink_packet_netfilter::conntrack::{ConntrackAttribute, IPTuple, ProtoTuple, Protocol, Tuple};
+    use netlink_packet_netfilter::conntrack::{
+        ConntrackAttribute, IPTuple, ProtoTuple, Protocol as NfProtocol, Tuple,
+    };
 
     /// Wire bytes of attributes, as netlink-packet-netfilter emits them: the
     /// zero-copy reader is checked against the crate's typed writer.
@@ -209,7 +171,7 @@ mod tests {
                 IPTuple::DestinationAddress(dst.parse().unwrap()),
             ]),
             Tuple::Proto(vec![
-                ProtoTuple::Protocol(Protocol::Udp),
+                ProtoTuple::Protocol(NfProtocol::Udp),
                 ProtoTuple::SourcePort(sport),
                 ProtoTuple::DestinationPort(dport),
             ]),
@@ -222,8 +184,8 @@ mod tests {
             ConntrackAttribute::CtaTupleOrig(tuple("192.0.2.2", "192.0.2.1", 40000, 8125)),
             ConntrackAttribute::CtaTupleReply(tuple("198.51.100.5", "192.0.2.2", 8125, 40000)),
             ConntrackAttribute::CtaTimeout(30),
-            ConntrackAttribute::Other(DefaultNla::new(CTA_ID, vec![0, 0, 1, 2])),
-            ConntrackAttribute::Other(DefaultNla::new(CTA_ZONE, vec![0, 3])),
+            ConntrackAttribute::Other(DefaultNla::new(attr::ID, vec![0, 0, 1, 2])),
+            ConntrackAttribute::Other(DefaultNla::new(attr::ZONE, vec![0, 3])),
         ];
         let e = Entry::from_bytes(Family::V4, &wire(&attributes)).unwrap().unwrap();
         assert_eq!(e.src, "192.0.2.2".parse::<IpAddr>().unwrap());
@@ -251,7 +213,7 @@ mod tests {
             (e.src.to_string(), e.dst.to_string(), e.dst_port),
             ("2001:db8::2".into(), "2001:db8::1".into(), 53)
         );
-        let short_id = vec![ConntrackAttribute::Other(DefaultNla::new(CTA_ID, vec![1, 2]))];
+        let short_id = vec![ConntrackAttribute::Other(DefaultNla::new(attr::ID, vec![1, 2]))];
         assert!(Entry::from_bytes(Family::V4, &wire(&short_id)).is_err());
         assert!(Entry::from_bytes(Family::V4, &[8, 0, 1, 0, 1]).is_err(), "truncated attribute");
     }

@@ -5,7 +5,7 @@ use std::io;
 
 use super::request;
 use super::socket::CtSocket;
-use super::tuple::Entry;
+use super::Entry;
 
 /// What the kernel granted decides the batch: a batch must fit the send
 /// buffer (EMSGSIZE otherwise), and every delete in it may answer with an

@@ -2,7 +2,6 @@
 
 use std::io;
 use std::ops::ControlFlow;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{
@@ -11,9 +10,11 @@ use netlink_packet_core::{
 use netlink_packet_netfilter::conntrack::ConntrackMessage;
 use netlink_packet_netfilter::{NetfilterMessageInner, NetfilterProtoFamily};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+use nix::sys::time::TimeVal;
 
-use super::request::{self, Message, CTA_STATS_GLOBAL_ENTRIES};
-use super::tuple::{Entry, Family};
+use super::request::{self, Message};
+use super::{attr, message, Entry, Family};
 
 /// Dump messages grow to about 32 KiB; a smaller read truncates them and the
 /// dump silently ends early (docs/ctnetlink.md).
@@ -53,7 +54,8 @@ impl CtSocket {
         let mut socket = Socket::new(NETLINK_NETFILTER)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
-        set_option(&socket, libc::SOL_SOCKET, libc::SO_RCVTIMEO, timeval(RECV_TIMEOUT))?;
+        let timeout = TimeVal::new(RECV_TIMEOUT.as_secs() as _, RECV_TIMEOUT.subsec_micros() as _);
+        setsockopt(&socket, sockopt::ReceiveTimeout, &timeout)?;
         Ok(Self { socket, sequence: 0, buf: vec![0; RECV_BUFFER] })
     }
 
@@ -61,16 +63,18 @@ impl CtSocket {
     /// CAP_NET_ADMIN, falling back to the capped call) and returns what the
     /// kernel granted, which it reports doubled.
     pub fn grow_buffers(&self, send: usize, recv: usize) -> (usize, usize) {
-        for (force, plain, size) in
-            [(libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, send), (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, recv)]
-        {
-            let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-            if set_option(&self.socket, libc::SOL_SOCKET, force, size).is_err() {
-                let _ = set_option(&self.socket, libc::SOL_SOCKET, plain, size);
-            }
+        // The kernel takes an int.
+        let (send, recv) = (send.min(i32::MAX as usize), recv.min(i32::MAX as usize));
+        let socket = &self.socket;
+        if setsockopt(socket, sockopt::SndBufForce, &send).is_err() {
+            let _ = setsockopt(socket, sockopt::SndBuf, &send);
         }
-        let granted = |opt| get_int(&self.socket, libc::SOL_SOCKET, opt).unwrap_or(0);
-        (granted(libc::SO_SNDBUF), granted(libc::SO_RCVBUF))
+        if setsockopt(socket, sockopt::RcvBufForce, &recv).is_err() {
+            let _ = setsockopt(socket, sockopt::RcvBuf, &recv);
+        }
+        let send = getsockopt(socket, sockopt::SndBuf).unwrap_or(0);
+        let recv = getsockopt(socket, sockopt::RcvBuf).unwrap_or(0);
+        (send, recv)
     }
 
     /// Error answers carry only the failed request's header, not all of it.
@@ -195,8 +199,8 @@ impl CtSocket {
             let Payload::Conntrack(Some(ConntrackMessage::Other { attributes, .. })) = payload else {
                 return None;
             };
-            let entries = attributes.iter().find(|nla| nla.kind() == CTA_STATS_GLOBAL_ENTRIES);
-            Some(entries.and_then(super::tuple::value::<4>).map(u32::from_be_bytes).ok_or_else(|| {
+            let entries = attributes.iter().find(|nla| nla.kind() == attr::STATS_GLOBAL_ENTRIES);
+            Some(entries.and_then(super::entry::value::<4>).map(u32::from_be_bytes).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "table statistics without an entry count")
             }))
         })
@@ -252,7 +256,7 @@ fn messages(mut buf: &[u8]) -> impl Iterator<Item = io::Result<(NetlinkHeader, P
 }
 
 /// `CT_NEW`, as every dumped entry is typed.
-const CT_NEW: u16 = 1 << 8;
+const CT_NEW: u16 = (message::SUBSYSTEM as u16) << 8 | message::CT_NEW as u16;
 /// nlmsghdr and nfgenmsg precede a ctnetlink message's attributes.
 const ATTRIBUTES_AT: usize = 16 + 4;
 
@@ -261,7 +265,7 @@ fn decode(bytes: &[u8]) -> io::Result<(NetlinkHeader, Payload)> {
     if header.message_type == CT_NEW {
         // The hot path: entries are read in place, nothing allocated. One
         // that does not decode must not end the dump: it is counted.
-        let family = bytes.get(16).copied().map(NetfilterProtoFamily::from).and_then(family_of);
+        let family = bytes.get(16).copied().map(NetfilterProtoFamily::from).and_then(Family::from_netfilter);
         let attributes = bytes.get(ATTRIBUTES_AT..header.length as usize);
         let entry = match (family, attributes) {
             (Some(family), Some(attributes)) => Entry::from_bytes(family, attributes).map_err(|_| ()),
@@ -291,48 +295,4 @@ fn header_of(bytes: &[u8]) -> io::Result<NetlinkHeader> {
     let buf = NetlinkBuffer::new_checked(bytes)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     NetlinkHeader::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-}
-
-fn family_of(family: NetfilterProtoFamily) -> Option<Family> {
-    match family {
-        NetfilterProtoFamily::IPv4 => Some(Family::V4),
-        NetfilterProtoFamily::IPv6 => Some(Family::V6),
-        _ => None,
-    }
-}
-
-fn timeval(d: Duration) -> libc::timeval {
-    libc::timeval { tv_sec: d.as_secs() as libc::time_t, tv_usec: d.subsec_micros() as libc::suseconds_t }
-}
-
-fn set_option<T>(socket: &Socket, level: libc::c_int, name: libc::c_int, value: T) -> io::Result<()> {
-    // SAFETY: `value` lives across the call and its size is passed with it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            &value as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn get_int(socket: &Socket, level: libc::c_int, name: libc::c_int) -> io::Result<usize> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` and `len` are valid for the kernel to write.
-    let rc = unsafe {
-        libc::getsockopt(socket.as_raw_fd(), level, name, &mut value as *mut _ as *mut libc::c_void, &mut len)
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(usize::try_from(value).unwrap_or(0))
-    }
 }

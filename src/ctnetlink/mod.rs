@@ -1,0 +1,178 @@
+//! The wire: conntrack over netlink (ctnetlink), as far as the flush needs
+//! it. Numbers from include/uapi/linux/netfilter/nfnetlink_conntrack.h,
+//! requests built by typed builders ([`request`]), dumped entries read in
+//! place ([`entry`]), one socket ([`socket`]) and batched deletes
+//! ([`delete`]). Which entries to delete is decided elsewhere (`flush`).
+
+pub mod delete;
+pub mod entry;
+pub mod request;
+pub mod socket;
+
+use std::fmt;
+use std::net::IpAddr;
+
+use netlink_packet_netfilter::NetfilterProtoFamily;
+
+pub use entry::Entry;
+
+/// ctnetlink message types (`IPCTNL_MSG_CT_*`), the low byte of
+/// `nlmsg_type`; the high byte is the subsystem, 1 for conntrack.
+pub(crate) mod message {
+    pub const CT_NEW: u8 = 0;
+    pub const CT_GET: u8 = 1;
+    pub const CT_DELETE: u8 = 2;
+    pub const CT_GET_STATS: u8 = 5;
+    pub const SUBSYSTEM: u8 = 1;
+}
+
+/// Attribute numbers (`CTA_*`) and their nested ones.
+pub(crate) mod attr {
+    pub const TUPLE_ORIG: u16 = 1;
+    pub const TUPLE_REPLY: u16 = 2;
+    pub const ID: u16 = 12;
+    pub const ZONE: u16 = 18;
+    pub const FILTER: u16 = 25;
+
+    /// Inside `CTA_TUPLE_*`.
+    pub const TUPLE_IP: u16 = 1;
+    pub const TUPLE_PROTO: u16 = 2;
+    /// Inside `CTA_TUPLE_IP`.
+    pub const IP_V4_SRC: u16 = 1;
+    pub const IP_V4_DST: u16 = 2;
+    pub const IP_V6_SRC: u16 = 3;
+    pub const IP_V6_DST: u16 = 4;
+    /// Inside `CTA_TUPLE_PROTO`.
+    pub const PROTO_NUM: u16 = 1;
+    pub const PROTO_SRC_PORT: u16 = 2;
+    pub const PROTO_DST_PORT: u16 = 3;
+    /// Inside `CTA_FILTER`.
+    pub const FILTER_ORIG_FLAGS: u16 = 1;
+    /// In the answer to `CT_GET_STATS`.
+    pub const STATS_GLOBAL_ENTRIES: u16 = 1;
+
+    /// `CTA_FILTER_ORIG_FLAGS` bits: which fields of the partial tuple the
+    /// kernel compares.
+    pub const FILTER_IP_DST: u32 = 1 << 1;
+    pub const FILTER_PROTO_NUM: u32 = 1 << 3;
+    pub const FILTER_PROTO_DST_PORT: u32 = 1 << 5;
+}
+
+/// Address family of a conntrack table. The kernel keeps one per family and
+/// every request names one (`nfgen_family`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: &IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// The family of a message's `nfgen_family`, if it is one of ours.
+    pub fn from_netfilter(family: NetfilterProtoFamily) -> Option<Self> {
+        match family {
+            NetfilterProtoFamily::IPv4 => Some(Family::V4),
+            NetfilterProtoFamily::IPv6 => Some(Family::V6),
+            _ => None,
+        }
+    }
+}
+
+impl From<Family> for NetfilterProtoFamily {
+    fn from(family: Family) -> Self {
+        match family {
+            Family::V4 => NetfilterProtoFamily::IPv4,
+            Family::V6 => NetfilterProtoFamily::IPv6,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        })
+    }
+}
+
+/// The transport protocols whose flows have ports a hostPort can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    Udp,
+    Tcp,
+    Sctp,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Udp, Protocol::Tcp, Protocol::Sctp];
+
+    /// The IP protocol number, as conntrack tuples carry it.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+
+    pub fn from_number(number: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.number() == number)
+    }
+
+    /// The lowercase name, as the environment writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+
+    /// By name in any case: `udp` in the environment, `UDP` in a PodSpec.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(name))
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The fields of an original tuple the kernel compares before an entry
+/// reaches us (a dump filter, Linux 5.8+) or deletes it (a filtered flush,
+/// Linux 6.12+). `None`: any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filter {
+    pub family: Family,
+    pub protocol: Protocol,
+    /// IPv4 only: the kernel's IPv6 address comparison is inverted
+    /// (docs/ctnetlink.md), so IPv6 addresses are compared in userspace.
+    pub dst_ip: Option<IpAddr>,
+    pub dst_port: Option<u16>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_by_number_and_name() {
+        for p in Protocol::ALL {
+            assert_eq!(Protocol::from_number(p.number()), Some(p));
+            assert_eq!(Protocol::from_name(p.name()), Some(p));
+            assert_eq!(Protocol::from_name(&p.name().to_ascii_uppercase()), Some(p));
+        }
+        assert_eq!((Protocol::Udp.number(), Protocol::Tcp.number(), Protocol::Sctp.number()), (17, 6, 132));
+        assert_eq!(Protocol::from_number(1), None);
+        assert_eq!(Protocol::from_name("icmp"), None);
+    }
+}
