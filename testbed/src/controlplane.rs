@@ -294,6 +294,10 @@ impl ControlPlane {
             &dir,
             &[
                 format!("--kubeconfig={}", cp.admin.display()),
+                // Each controller as its own service account, as kubeadm
+                // and managed clusters run them: admission sees
+                // system:serviceaccount:kube-system:cronjob-controller.
+                "--use-service-account-credentials=true".into(),
                 format!("--controllers={controllers}"),
                 format!("--root-ca-file={}", cp.ca.display()),
                 "--leader-elect=false".into(),
@@ -368,6 +372,56 @@ impl ControlPlane {
         let path = self.dir.join(format!("{namespace}-{account}.kubeconfig"));
         self.write_kubeconfig(&path, &token, namespace)?;
         Ok(path)
+    }
+
+    /// A kubeconfig holding a token bound to a pod of this service account
+    /// running on `node`, as a pod's projected token is: the API server
+    /// puts the pod's node in the token's user info
+    /// (`authentication.kubernetes.io/node-name`). The pod is created.
+    pub fn pod_bound_kubeconfig(
+        &self,
+        namespace: &str,
+        account: &str,
+        pod: &str,
+        node: &str,
+    ) -> Result<PathBuf, String> {
+        let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": namespace},
+            "spec": {"nodeName": node, "serviceAccountName": account, "automountServiceAccountToken": false,
+                     "containers": [{"name": "agent", "image": "agent"}]}});
+        let out = self.create_as(&self.admin, &object);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let uid = self.kubectl(&["-n", namespace, "get", "pod", pod, "-o", "jsonpath={.metadata.uid}"]);
+        let uid = String::from_utf8_lossy(&uid.stdout).trim().to_owned();
+        let out = self.kubectl(&[
+            "-n",
+            namespace,
+            "create",
+            "token",
+            account,
+            "--duration=1h",
+            "--bound-object-kind=Pod",
+            &format!("--bound-object-name={pod}"),
+            &format!("--bound-object-uid={uid}"),
+        ]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let path = self.dir.join(format!("{namespace}-{account}-{pod}.kubeconfig"));
+        self.write_kubeconfig(&path, &token, namespace)?;
+        Ok(path)
+    }
+
+    /// `kubectl create` of one object with this kubeconfig's credentials.
+    pub fn create_as(&self, kubeconfig: &Path, object: &serde_json::Value) -> Output {
+        let name = object["metadata"]["name"].as_str().unwrap_or("object");
+        let file = self.dir.join(format!("create-{name}.json"));
+        if let Err(e) = std::fs::write(&file, object.to_string()) {
+            panic!("write {}: {e}", file.display());
+        }
+        self.kubectl_as(kubeconfig, &["create", "-f", &file.to_string_lossy()])
     }
 
     /// The node a pod was bound to by the fake kubelet.
