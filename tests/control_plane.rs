@@ -1,9 +1,9 @@
 //! Against a real kube-apiserver and Job controller (controlplane/): the
 //! manifests apply with server-side validation, Pod Security admits the
 //! flush pod only where the namespace allows it, spawn and sweep work with
-//! their service accounts' real tokens and RBAC, and the API server itself
-//! enforces the ValidatingAdmissionPolicy. One control plane, the scenarios
-//! in order, so that no process outlives the test.
+//! their service accounts' real tokens and RBAC (tests/stolen_token.rs tries
+//! those tokens as an attacker would). One control plane, the scenarios in
+//! order, so that no process outlives the test.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -49,9 +49,7 @@ fn jobs(cp: &ControlPlane, selector: &str) -> Vec<Value> {
 }
 
 fn create_as(cp: &ControlPlane, kubeconfig: &Path, object: &Value) -> Output {
-    let file = cp.dir.join(format!("object-{}.json", object["metadata"]["name"].as_str().unwrap_or("x")));
-    std::fs::write(&file, object.to_string()).expect("write");
-    cp.kubectl_as(kubeconfig, &["create", "-f", file.to_str().expect("path")])
+    cp.create_as(kubeconfig, object)
 }
 
 #[test]
@@ -67,7 +65,6 @@ fn against_a_real_control_plane() {
     pod_security_admits_the_flush_pod_only_in_its_namespace(&cp);
     spawn_runs_as_the_trigger_account(&cp);
     sweep_runs_as_the_sweeper_account(&cp);
-    the_api_server_enforces_the_admission_policy(&cp);
     eprintln!("all scenarios passed in {:?}", started.elapsed());
 }
 
@@ -127,7 +124,10 @@ fn spawn_env<'a>(node: &'a str, address: &'a str, uid: &'a str) -> Vec<(&'a str,
 }
 
 fn spawn_runs_as_the_trigger_account(cp: &ControlPlane) {
-    let trigger = cp.service_account_kubeconfig("monitoring", "statsd").expect("trigger token");
+    // The token a trigger's pod on node-b holds: bound to the pod, and so
+    // to its node, which the admission policy checks.
+    let trigger =
+        cp.pod_bound_kubeconfig("monitoring", "statsd", "statsd-trigger-b", "node-b").expect("trigger token");
     let out = run_binary(&trigger, &spawn_env("node-b", "192.0.2.12", "trigger-uid-1"));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("flush Job succeeded") && text(&out).contains("deleted=1"), "{}", text(&out));
@@ -160,7 +160,16 @@ fn sweep_runs_as_the_sweeper_account(cp: &ControlPlane) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = ok(
-            cp.kubectl(&["-n", "monitoring", "get", "pods", "-o", "jsonpath={.items[*].status.phase}"]),
+            cp.kubectl(&[
+                "-n",
+                "monitoring",
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/name=statsd",
+                "-o",
+                "jsonpath={.items[*].status.phase}",
+            ]),
             "phases",
         );
         if String::from_utf8_lossy(&out.stdout).split_whitespace().filter(|p| *p == "Running").count()
@@ -301,79 +310,6 @@ fn sweep_visits_only_what_changed_since_its_last_success(cp: &ControlPlane, swee
                 .unwrap()
                 .contains(&json!({"name": "KEEP_DNAT_TO", "value": "10.244.6.9,fd00:10:244:6::9"})),
             "{node}: {env}"
-        );
-    }
-}
-
-/// A change that takes a genuine Job out of the template.
-type Mutation = Box<dyn Fn(&mut Value)>;
-
-fn the_api_server_enforces_the_admission_policy(cp: &ControlPlane) {
-    let trigger = cp.service_account_kubeconfig("monitoring", "statsd").expect("trigger token");
-    let mut env = spawn_env("node-c", "192.0.2.13", "policy-uid");
-    env.push(("DRY_RUN", "true"));
-    let printed = run_binary(&trigger, &env);
-    assert_eq!(printed.status.code(), Some(0), "{}", text(&printed));
-    let genuine: Value =
-        serde_saphyr::from_str(&String::from_utf8_lossy(&printed.stdout)).expect("the printed Job");
-    let with_name = |suffix: &str, change: &dyn Fn(&mut Value)| {
-        let mut job = genuine.clone();
-        job["metadata"]["name"] = json!(format!("policy-{suffix}"));
-        change(&mut job);
-        job
-    };
-    let container = |j: &mut Value| j["spec"]["template"]["spec"]["containers"][0].clone();
-    let accepted = create_as(cp, &trigger, &with_name("genuine", &|_| {}));
-    assert!(accepted.status.success(), "the genuine flush Job was refused: {}", text(&accepted));
-    let cases: Vec<(&str, Mutation)> = vec![
-        (
-            "image",
-            Box::new(|j: &mut Value| {
-                j["spec"]["template"]["spec"]["containers"][0]["image"] = json!("busybox:1.36")
-            }),
-        ),
-        (
-            "env",
-            Box::new(|j: &mut Value| {
-                j["spec"]["template"]["spec"]["containers"][0]["env"]
-                    .as_array_mut()
-                    .unwrap()
-                    .push(json!({"name": "LD_PRELOAD", "value": "/x"}))
-            }),
-        ),
-        (
-            "hostpath",
-            Box::new(|j: &mut Value| {
-                j["spec"]["template"]["spec"]["volumes"] =
-                    json!([{"name": "root", "hostPath": {"path": "/"}}])
-            }),
-        ),
-        // Both, as an attacker would: privileged with no escalation is invalid
-        // before any policy sees it.
-        (
-            "privileged",
-            Box::new(|j: &mut Value| {
-                let sc = &mut j["spec"]["template"]["spec"]["containers"][0]["securityContext"];
-                sc["privileged"] = json!(true);
-                sc["allowPrivilegeEscalation"] = json!(true);
-            }),
-        ),
-        (
-            "second",
-            Box::new(move |j: &mut Value| {
-                let mut extra = container(j);
-                extra["name"] = json!("second");
-                j["spec"]["template"]["spec"]["containers"].as_array_mut().unwrap().push(extra)
-            }),
-        ),
-    ];
-    for (what, change) in cases {
-        let out = create_as(cp, &trigger, &with_name(what, &*change));
-        assert!(!out.status.success(), "{what}: the policy let it through");
-        assert!(
-            text(&out).contains("ValidatingAdmissionPolicy") && text(&out).contains("denied"),
-            "{what}: {}",
-            text(&out)
         );
     }
 }

@@ -243,3 +243,114 @@ fn spawners_run_as_non_root_without_capabilities() {
         );
     }
 }
+
+/// Renders the base with these components, as a user's kustomization would.
+fn base_with(components: &[&str]) -> Vec<Value> {
+    // kustomize takes relative paths only.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("components-{}", components.join("-")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let from = dir.canonicalize().unwrap();
+    let relative = |to: &Path| {
+        let to = to.canonicalize().unwrap();
+        let common = from.components().zip(to.components()).take_while(|(a, b)| a == b).count();
+        let up = "../".repeat(from.components().count() - common);
+        let down: Vec<String> =
+            to.components().skip(common).map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        format!("{up}{}", down.join("/"))
+    };
+    let base = relative(&root().join("kustomize/base"));
+    let listed: Vec<String> =
+        components.iter().map(|c| relative(&root().join("kustomize/components").join(c))).collect();
+    let text = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: [{}]\n",
+        base,
+        listed.join(", ")
+    );
+    std::fs::write(dir.join("kustomization.yaml"), text).unwrap();
+    let out = Command::new("kubectl").arg("kustomize").arg(&dir).output().expect("kubectl runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{components:?}: {}", String::from_utf8_lossy(&out.stderr));
+    documents(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn the_base_ships_the_policy_and_grants_no_cluster_wide_read() {
+    if !tools_ok("the_base_ships_the_policy_and_grants_no_cluster_wide_read") {
+        return;
+    }
+    let kinds = |docs: &[Value]| docs.iter().map(name).collect::<Vec<_>>();
+    let base = render("kustomize/base");
+    for wanted in [
+        "ValidatingAdmissionPolicy/flush-conntrack-jobs",
+        "ValidatingAdmissionPolicyBinding/flush-conntrack-jobs",
+        "PriorityClass/flush-conntrack",
+        "ResourceQuota/flush-conntrack",
+        "LimitRange/flush-conntrack",
+    ] {
+        assert!(kinds(&base).contains(&wanted.to_owned()), "{wanted} not in the base: {:?}", kinds(&base));
+    }
+    assert!(!base.iter().any(|d| d["kind"] == "ClusterRoleBinding"), "the base binds nothing cluster-wide");
+    let namespace = find(&base, "Namespace", "flush-conntrack");
+    for mode in ["enforce", "warn", "audit"] {
+        assert!(
+            namespace["metadata"]["labels"][format!("pod-security.kubernetes.io/{mode}")].is_string(),
+            "{mode}"
+        );
+    }
+    let template = find(&base, "CronJob", "flush-conntrack-node");
+    assert_eq!(pod_spec(template).unwrap()["priorityClassName"], "flush-conntrack");
+    assert_eq!(template["metadata"]["annotations"]["flush-conntrack/protocols"], "udp");
+
+    let opted_out = base_with(&["without-admission-policy"]);
+    assert!(!opted_out
+        .iter()
+        .any(|d| d["kind"].as_str().is_some_and(|k| k.starts_with("ValidatingAdmission"))));
+    assert_eq!(opted_out.len(), base.len() - 2, "only the policy and its binding go");
+    let wide = base_with(&["sweep-all-namespaces"]);
+    let binding = find(&wide, "ClusterRoleBinding", "flush-conntrack-sweep-pods");
+    assert_eq!(binding["roleRef"]["name"], "flush-conntrack-sweep-pods");
+    let role = find(&wide, "ClusterRole", "flush-conntrack-sweep-pods");
+    assert_eq!(role["rules"], json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]));
+}
+
+#[test]
+fn in_the_overlay_only_the_trigger_holds_a_token() {
+    if !tools_ok("in_the_overlay_only_the_trigger_holds_a_token") {
+        return;
+    }
+    let docs = render("kustomize/overlays/statsd");
+    let pod = pod_spec(find(&docs, "DaemonSet", "statsd")).unwrap();
+    assert_eq!(pod["automountServiceAccountToken"], false, "no token mounted by default");
+    let token_volumes: Vec<String> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| {
+            v["projected"]["sources"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["serviceAccountToken"].is_object()))
+        })
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(token_volumes.len(), 1);
+    let mounts = |c: &Value| -> Vec<String> {
+        c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let trigger = &pod["initContainers"][0];
+    assert!(mounts(trigger).contains(&token_volumes[0]), "the trigger holds the token");
+    for agent in pod["containers"].as_array().unwrap() {
+        assert!(!mounts(agent).contains(&token_volumes[0]), "the agent {} holds no token", agent["name"]);
+    }
+    // The agent's port is what the template lets a flush Job name; the
+    // sweep reads pods in the agent's namespace only.
+    let template = find(&docs, "CronJob", "flush-conntrack-node");
+    assert_eq!(template["metadata"]["annotations"]["flush-conntrack/ports"], "8125");
+    let read = find(&docs, "RoleBinding", "flush-conntrack-sweep-pods");
+    assert_eq!(read["metadata"]["namespace"], "monitoring");
+    assert!(!docs.iter().any(|d| d["kind"] == "ClusterRoleBinding"));
+}
