@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testbed::controlplane::ControlPlane;
+use testbed::controlplane::{ok, text, ControlPlane};
 use testbed::require;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");
@@ -20,15 +20,6 @@ const NODES: &[(&str, &str)] =
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn ok(o: Output, what: &str) -> Output {
-    assert!(o.status.success(), "{what}: {}", text(&o));
-    o
 }
 
 fn run_binary(kubeconfig: &Path, env: &[(&str, &str)]) -> Output {

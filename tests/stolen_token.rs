@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
-use testbed::controlplane::ControlPlane;
+use testbed::controlplane::{ok, text, ControlPlane};
 use testbed::require;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");
@@ -21,15 +21,6 @@ const POLICY: &str = "kustomize/base/admission-policy.yaml";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn ok(o: Output, what: &str) -> Output {
-    assert!(o.status.success(), "{what}: {}", text(&o));
-    o
 }
 
 /// The Job the binary would create with this token, printed by a dry run.

@@ -364,12 +364,25 @@ impl ControlPlane {
 
     /// A kubeconfig holding a real token of this service account.
     pub fn service_account_kubeconfig(&self, namespace: &str, account: &str) -> Result<PathBuf, String> {
-        let out = self.kubectl(&["-n", namespace, "create", "token", account, "--duration=1h"]);
+        self.token_kubeconfig(namespace, account, &[], &format!("{namespace}-{account}"))
+    }
+
+    /// `kubectl create token` with `extra` arguments, into a kubeconfig.
+    fn token_kubeconfig(
+        &self,
+        namespace: &str,
+        account: &str,
+        extra: &[&str],
+        name: &str,
+    ) -> Result<PathBuf, String> {
+        let mut args = vec!["-n", namespace, "create", "token", account, "--duration=1h"];
+        args.extend_from_slice(extra);
+        let out = self.kubectl(&args);
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
         let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let path = self.dir.join(format!("{namespace}-{account}.kubeconfig"));
+        let path = self.dir.join(format!("{name}.kubeconfig"));
         self.write_kubeconfig(&path, &token, namespace)?;
         Ok(path)
     }
@@ -394,24 +407,9 @@ impl ControlPlane {
         }
         let uid = self.kubectl(&["-n", namespace, "get", "pod", pod, "-o", "jsonpath={.metadata.uid}"]);
         let uid = String::from_utf8_lossy(&uid.stdout).trim().to_owned();
-        let out = self.kubectl(&[
-            "-n",
-            namespace,
-            "create",
-            "token",
-            account,
-            "--duration=1h",
-            "--bound-object-kind=Pod",
-            &format!("--bound-object-name={pod}"),
-            &format!("--bound-object-uid={uid}"),
-        ]);
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let path = self.dir.join(format!("{namespace}-{account}-{pod}.kubeconfig"));
-        self.write_kubeconfig(&path, &token, namespace)?;
-        Ok(path)
+        let (name, uid) = (format!("--bound-object-name={pod}"), format!("--bound-object-uid={uid}"));
+        let bound = ["--bound-object-kind=Pod", name.as_str(), uid.as_str()];
+        self.token_kubeconfig(namespace, account, &bound, &format!("{namespace}-{account}-{pod}"))
     }
 
     /// `kubectl create` of one object with this kubeconfig's credentials.
@@ -453,6 +451,17 @@ impl ControlPlane {
             });
         }));
     }
+}
+
+/// stdout and stderr of a command, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The output of a command that must have succeeded.
+pub fn ok(o: Output, what: &str) -> Output {
+    assert!(o.status.success(), "{what}: {}", text(&o));
+    o
 }
 
 /// The node a pod's required node affinity pins it to.
