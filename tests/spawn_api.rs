@@ -270,3 +270,28 @@ async fn a_timed_out_job_is_a_warning_on_the_pod() {
     let last = written.last().expect("a warning");
     assert_eq!((last.0.as_str(), last.1.as_str()), ("Warning", "FlushTimedOut"), "{written:?}");
 }
+
+#[tokio::test]
+async fn a_succeeded_job_whose_summary_cannot_be_read_is_still_a_success() {
+    for message in ["not a summary", ""] {
+        let mut inner = with_events(cluster((201, None), "Complete"), 201);
+        let route: Route = Box::new(move |s: &Seen| {
+            let mut answer = inner(s);
+            if s.method == Method::GET && s.path.ends_with("/pods") {
+                let mut pods: Value = serde_json::from_str(&answer.as_ref()?.1).ok()?;
+                let state = &mut pods["items"][0]["status"]["containerStatuses"][0]["state"]["terminated"];
+                match message.is_empty() {
+                    true => state.as_object_mut()?.remove("message").map(drop)?,
+                    false => state["message"] = json!(message),
+                }
+                answer = Some((200, pods.to_string()));
+            }
+            answer
+        });
+        let (client, seen) = serve(route);
+        spawn(&client, &spawn_plan(ON_POD)).await.expect("the flush succeeded");
+        let written = events(&seen);
+        let reasons: Vec<&str> = written.iter().map(|e| e.1.as_str()).collect();
+        assert_eq!(reasons, ["FlushJobCreated"], "no figures to report: {written:?}");
+    }
+}

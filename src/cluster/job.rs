@@ -147,24 +147,45 @@ async fn watch_until_final(client: &Client, namespace: &str, name: &str) -> Resu
     }
 }
 
-/// The flush summary the Job's pod wrote as its termination message; `Err`
-/// says why it could not be read.
-pub async fn summary(client: &Client, namespace: &str, job: &str) -> Result<Summary, String> {
+/// Why a succeeded Job's summary could not be read. The flush itself
+/// succeeded; only its figures are missing.
+#[derive(Debug, thiserror::Error)]
+pub enum Unread {
+    #[error("its pods cannot be listed")]
+    Pods(#[source] Error),
+    #[error("its termination message is not a flush summary: {message}")]
+    NotASummary {
+        message: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("none of its {pods} pod(s) left a termination message")]
+    NoMessage { pods: usize },
+}
+
+/// The flush summary the Job's pod wrote as its termination message.
+pub async fn summary(client: &Client, namespace: &str, job: &str) -> Result<Summary, Unread> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
     let list = call(|| pods.list(&params))
         .await
-        .map_err(|e| e.explain(&Call::new("list", "pods", namespace)).to_string())?;
+        .map_err(|e| Unread::Pods(e.explain(&Call::new("list", "pods", namespace))))?;
     let messages: Vec<&str> = list
         .items
         .iter()
         .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.as_deref())
         .collect();
-    messages.iter().find_map(|m| serde_json::from_str(m).ok()).ok_or_else(|| match messages.first() {
-        Some(m) => format!("its termination message is not a flush summary: {m}"),
-        None => format!("none of its {} pod(s) left a termination message", list.items.len()),
-    })
+    let mut first_failure = None;
+    for message in &messages {
+        match serde_json::from_str(message) {
+            Ok(summary) => return Ok(summary),
+            Err(source) => {
+                first_failure.get_or_insert(Unread::NotASummary { message: (*message).to_owned(), source });
+            }
+        }
+    }
+    Err(first_failure.unwrap_or(Unread::NoMessage { pods: list.items.len() }))
 }
 
 /// Why the Job's pods could not be created, if the Job controller said so

@@ -94,7 +94,12 @@ pub async fn finish(
                 Ok(Some(s))
             }
             Err(why) => {
-                tracing::info!(job = name, node, "flush Job succeeded; its summary cannot be read: {why}");
+                tracing::info!(
+                    job = name,
+                    node,
+                    "flush Job succeeded; its summary cannot be read: {}",
+                    report(&why)
+                );
                 Ok(None)
             }
         },
