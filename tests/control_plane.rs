@@ -10,7 +10,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testbed::controlplane::{ok, text, ControlPlane};
+use testbed::command::{ok, text};
+use testbed::controlplane::ControlPlane;
 use testbed::require;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");

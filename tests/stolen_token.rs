@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
-use testbed::controlplane::{ok, text, ControlPlane};
+use testbed::command::{ok, text};
+use testbed::controlplane::ControlPlane;
 use testbed::require;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");

@@ -453,17 +453,6 @@ impl ControlPlane {
     }
 }
 
-/// stdout and stderr of a command, for assertion messages.
-pub fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// The output of a command that must have succeeded.
-pub fn ok(o: Output, what: &str) -> Output {
-    assert!(o.status.success(), "{what}: {}", text(&o));
-    o
-}
-
 /// The node a pod's required node affinity pins it to.
 fn pinned_node(pod: &Pod) -> Option<String> {
     let terms = &pod.spec.as_ref()?.affinity.as_ref()?.node_affinity.as_ref()?;

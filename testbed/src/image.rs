@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::command::stdout;
+
 /// The final stage of a Dockerfile, as far as an image of one static binary
 /// needs: anything else in it is refused rather than silently ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,14 +147,6 @@ pub struct Built {
     pub config: serde_json::Value,
 }
 
-fn run(cmd: &mut Command) -> Result<Vec<u8>, String> {
-    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(out.stdout)
-}
-
 fn read_json(path: &Path) -> Result<serde_json::Value, String> {
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
@@ -194,10 +188,10 @@ impl Image {
         std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
         let layout = work.join("oci");
         let tagged = format!("{}:image", layout.display());
-        run(Command::new("umoci").args(["init", "--layout"]).arg(&layout))?;
-        run(Command::new("umoci").args(["new", "--image", &tagged]))?;
+        stdout(Command::new("umoci").args(["init", "--layout"]).arg(&layout))?;
+        stdout(Command::new("umoci").args(["new", "--image", &tagged]))?;
         for (source, destination) in &self.files {
-            run(Command::new("umoci").args(["insert", "--image", &tagged]).arg(source).arg(destination))?;
+            stdout(Command::new("umoci").args(["insert", "--image", &tagged]).arg(source).arg(destination))?;
         }
         let mut config = Command::new("umoci");
         config.args(["config", "--image", &tagged, "--config.entrypoint"]);
@@ -211,8 +205,8 @@ impl Image {
         for (key, value) in &self.labels {
             config.args(["--config.label", &format!("{key}={value}")]);
         }
-        run(&mut config)?;
-        run(Command::new("umoci").args(["gc", "--layout"]).arg(&layout))?;
+        stdout(&mut config)?;
+        stdout(Command::new("umoci").args(["gc", "--layout"]).arg(&layout))?;
 
         let index = read_json(&layout.join("index.json"))?;
         let manifest_digest = index["manifests"][0]["digest"].as_str().ok_or("index.json has no manifest")?;
@@ -223,11 +217,11 @@ impl Image {
         for layer in manifest["layers"].as_array().into_iter().flatten() {
             compressed_bytes += layer["size"].as_u64().ok_or("a layer without a size")?;
             let digest = layer["digest"].as_str().ok_or("a layer without a digest")?;
-            let unpacked = run(Command::new("gzip").arg("-dc").arg(blob(&layout, digest)))?;
+            let unpacked = stdout(Command::new("gzip").arg("-dc").arg(blob(&layout, digest)))?;
             uncompressed_bytes += unpacked.len() as u64;
         }
         let archive = work.join("image.tar");
-        run(Command::new("skopeo").args(["copy", "--quiet", &format!("oci:{tagged}")]).arg(format!(
+        stdout(Command::new("skopeo").args(["copy", "--quiet", &format!("oci:{tagged}")]).arg(format!(
             "docker-archive:{}:{}",
             archive.display(),
             self.reference
@@ -252,13 +246,15 @@ pub fn static_example(root: &Path, name: &str) -> Result<PathBuf, String> {
 
 fn static_build(root: &Path, what: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    run(Command::new(cargo)
-        .current_dir(root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "--locked", "--target", "x86_64-unknown-linux-gnu"])
-        .args(what)
-        .arg("--target-dir")
-        .arg(root.join("target/static")))?;
+    stdout(
+        Command::new(cargo)
+            .current_dir(root)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .args(["build", "--locked", "--target", "x86_64-unknown-linux-gnu"])
+            .args(what)
+            .arg("--target-dir")
+            .arg(root.join("target/static")),
+    )?;
     Ok(())
 }
 
@@ -267,7 +263,7 @@ pub fn static_c(source: &Path, work: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
     let name = source.file_stem().and_then(|s| s.to_str()).ok_or("a source file name")?;
     let binary = work.join(format!("{name}.bin"));
-    run(Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&binary).arg(source))?;
+    stdout(Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&binary).arg(source))?;
     Ok(binary)
 }
 /// An image of one static C program (the test images: pause, the agent).

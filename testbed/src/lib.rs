@@ -3,6 +3,7 @@
 //! and the hostPort scenario that reproduces the bug.
 
 pub mod apiserver;
+pub mod command;
 pub mod controlplane;
 pub mod floor;
 pub mod hostport;

@@ -5,11 +5,12 @@
 //! conntrack entry kept pointing at the dead pod meanwhile.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::command::checked;
 use crate::controlplane::ControlPlane;
 use crate::image::{self, Built, Image};
 use crate::node::RealNode;
@@ -107,18 +108,6 @@ pub struct Story<'a> {
     agent: Agent,
     hostname: String,
     sweeps: u32,
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn checked(o: Output, what: &str) -> Result<Output, String> {
-    if o.status.success() {
-        Ok(o)
-    } else {
-        Err(format!("{what}: {}", text(&o)))
-    }
 }
 
 /// The directory holding CNI portmap at `version` (`debian`: the package's).

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::command::stdout;
+
 /// The kernel the suite tests besides this machine's: Debian 12's, which
 /// is also the kernel line of Amazon Linux 2023. Pinned, so that a Debian
 /// point release changes what is tested only with a commit.
@@ -32,14 +34,6 @@ pub struct Kernel {
     root: PathBuf,
 }
 
-fn run(cmd: &mut Command) -> Result<Vec<u8>, String> {
-    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(out.stdout)
-}
-
 fn cache() -> PathBuf {
     std::env::var_os("FLUSH_CONNTRACK_CACHE").map(PathBuf::from).unwrap_or_else(|| {
         let base = std::env::var_os("XDG_CACHE_HOME")
@@ -57,16 +51,16 @@ impl Kernel {
         if !root.join("boot").exists() {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            run(Command::new("apt-get")
-                .current_dir(&dir)
-                .args(["download", &format!("{package}={version}")]))?;
+            stdout(
+                Command::new("apt-get").current_dir(&dir).args(["download", &format!("{package}={version}")]),
+            )?;
             let deb = std::fs::read_dir(&dir)
                 .map_err(|e| e.to_string())?
                 .flatten()
                 .map(|e| e.path())
                 .find(|p| p.extension().is_some_and(|e| e == "deb"))
                 .ok_or("apt-get download left no .deb")?;
-            run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+            stdout(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
         }
         let release = std::fs::read_dir(root.join("lib/modules"))
             .map_err(|e| e.to_string())?
@@ -124,15 +118,17 @@ impl Kernel {
              ip link set lo up\necho FCT-VM-BOOTED $(uname -r)\n{script}\necho FCT-VM-DONE\npoweroff -f\n"
         );
         // The kernel gives init /dev/console as its output, if the image has one.
-        run(Command::new("mknod").arg(tree.join("dev/console")).args(["c", "5", "1"]))?;
+        stdout(Command::new("mknod").arg(tree.join("dev/console")).args(["c", "5", "1"]))?;
         let init_path = tree.join("init");
         std::fs::write(&init_path, init).map_err(|e| e.to_string())?;
-        run(Command::new("chmod").args(["-R", "a+rx"]).arg(&tree))?;
+        stdout(Command::new("chmod").args(["-R", "a+rx"]).arg(&tree))?;
         let image = work.join("initramfs.cpio.gz");
-        run(Command::new("sh")
-            .current_dir(&tree)
-            .arg("-c")
-            .arg(format!("find . | cpio -o -H newc --quiet | gzip -1 > {}", image.display())))?;
+        stdout(
+            Command::new("sh")
+                .current_dir(&tree)
+                .arg("-c")
+                .arg(format!("find . | cpio -o -H newc --quiet | gzip -1 > {}", image.display())),
+        )?;
 
         let console = work.join("console.log");
         let mut qemu = Command::new("qemu-system-x86_64");
@@ -186,7 +182,7 @@ fn kvm_works() -> bool {
 
 /// The shared libraries a program loads, with the loader, from ldd.
 fn libraries(program: &Path) -> Result<Vec<PathBuf>, String> {
-    let out = run(Command::new("ldd").arg(program))?;
+    let out = stdout(Command::new("ldd").arg(program))?;
     Ok(String::from_utf8_lossy(&out)
         .lines()
         .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from))
