@@ -117,14 +117,23 @@ impl Settings {
         let cluster = cluster::options(raw)?;
         let node = cluster::node_name(raw)?;
         let sweep = cluster::sweep_vars(raw)?;
+        let selection = &flush.selection;
+        let everything = selection.ips.is_empty() && !selection.local && selection.ports.is_empty();
         let work = match mode {
             Mode::Flush => Work::Planned(Plan::Flush(flush)),
             Mode::Spawn => Work::Planned(Plan::Spawn(spawn_plan(node, flush, cluster)?)),
             Mode::Sweep => Work::Planned(Plan::Sweep(cluster::sweep(sweep, &flush, cluster)?)),
             Mode::Auto => Work::Auto(Auto { spawn: spawn_plan(node, flush.clone(), cluster), flush }),
         };
-        if let Work::Planned(Plan::Flush(_) | Plan::Spawn(_)) | Work::Auto(_) = &work {
-            refuse_whole_table(raw)?;
+        // Flush and spawn name their targets: an empty selection would be
+        // every entry of the table.
+        if everything && !matches!(work, Work::Planned(Plan::Sweep(_))) {
+            return Err(ConfigError::new(
+                name::TARGET_IP,
+                &text(&raw.target_ip),
+                "neither TARGET_IP nor TARGET_PORT is set; refusing to flush every entry of the table \
+                 (set TARGET_PORT, e.g. TARGET_PORT=8125, and/or TARGET_IP=local for every address of the node)",
+            ));
         }
         Ok(Settings { log_format, log_filter: text(&raw.rust_log), work })
     }
@@ -147,22 +156,6 @@ fn flush_plan(raw: &Raw) -> Result<flush::Plan, ConfigError> {
         Some(v) => values::boolean(name::KERNEL_FLUSH, v)?,
     };
     Ok(flush::Plan { selection: Selection { protocols, ips, local, ports, keep }, dry_run, kernel_flush })
-}
-
-/// Flush and spawn name their targets: an empty selection would be every
-/// entry of the table.
-fn refuse_whole_table(raw: &Raw) -> Result<(), ConfigError> {
-    let (ips, local) = values::targets(name::TARGET_IP, raw.target_ip.as_deref().unwrap_or_default())?;
-    let ports = values::port_list(name::TARGET_PORT, raw.target_port.as_deref().unwrap_or_default())?;
-    match ips.is_empty() && !local && ports.is_empty() {
-        false => Ok(()),
-        true => Err(ConfigError::new(
-            name::TARGET_IP,
-            raw.target_ip.as_deref().unwrap_or_default(),
-            "neither TARGET_IP nor TARGET_PORT is set; refusing to flush every entry of the table \
-             (set TARGET_PORT, e.g. TARGET_PORT=8125, and/or TARGET_IP=local for every address of the node)",
-        )),
-    }
 }
 
 /// Spawn pins the Job to a node and cannot guess which.

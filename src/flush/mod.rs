@@ -35,19 +35,20 @@ pub struct Plan {
 /// Runs the plan in this network namespace and returns what it did.
 pub fn run(plan: &Plan) -> Result<Summary, Error> {
     let started = Instant::now();
+    let resolved;
     let selection = match plan.selection.local {
-        false => plan.selection.clone(),
+        false => &plan.selection,
         true => {
             let here = crate::addresses::local()
                 .map_err(|e| Error::kernel("list this network namespace's addresses", e))?;
-            let resolved = plan.selection.with_local(&here);
+            resolved = plan.selection.with_local(&here);
             tracing::info!(addresses = ?resolved.ips, "TARGET_IP=local: every address of this network namespace");
-            resolved
+            &resolved
         }
     };
     // The filtered flush deletes every match, so it cannot keep entries.
     let kernel_flush = plan.kernel_flush && !plan.dry_run && selection.keep.is_empty();
-    let mut flush = Flush::open(&selection, plan.dry_run, kernel_flush)?;
+    let mut flush = Flush::open(selection, plan.dry_run, kernel_flush)?;
     for slice in selection.slices() {
         flush.slice(&slice)?;
     }
