@@ -1,18 +1,26 @@
 //! The hostPort story on a real node, timed: `cargo bench --bench real_node`
-//! (as root, with what .ci/run installs). Plays testbed::story::TOUR
-//! `BENCH_RUNS` times (default 3) on one node and prints, per case, the
-//! medians of what a client streaming every 10 ms saw: the outage (old
-//! pod's last answer to the new pod's first) and the repair (the new pod's
-//! sandbox networked to its first answer), and, where the entry was stale,
-//! how long a sweep by hand took to repair it. The trigger's cost is the
-//! difference of outages with and without it where nothing is stale.
+//! (as root, with what .ci/run installs). Two parts:
+//!
+//! - **What the trigger costs the agent** where nothing is stale (portmap
+//!   1.1.1): `BENCH_PAIRS` pairs (default 5) of rollouts, one with the
+//!   trigger and one without, each a restart of the DaemonSet from its own
+//!   pod spec, so that both sides start from the same state: the old pod is
+//!   the same spec as the new one. Each prints the new pod's creation (seen
+//!   by a watch) to the agent's own "listening" line, the old pod's
+//!   deletion to its end, and the outage a client streaming every 10 ms
+//!   saw. The pairs alternate which side goes first. The trigger as shipped
+//!   (a container after the agent) and as a native sidecar are both paired.
+//! - **The tour**: testbed::story::TOUR `BENCH_RUNS` times (default 3),
+//!   with the medians of the outage (old pod's last answer to the new pod's
+//!   first) and the repair (the new pod's sandbox networked to its first
+//!   answer), and, where the entry was stale, how long a sweep by hand took.
 
 use std::path::Path;
 use std::time::Duration;
 
 use testbed::controlplane::ControlPlane;
 use testbed::node::{NodeSpec, RealNode};
-use testbed::story::{self, Seen, Story, TOUR};
+use testbed::story::{self, Agent, Rollout, Seen, Story, Trigger, TOUR};
 
 fn median(mut values: Vec<Duration>) -> Option<Duration> {
     values.sort();
@@ -23,18 +31,99 @@ fn ms(d: Option<Duration>) -> String {
     d.map_or("never".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()))
 }
 
+/// `with - without`, signed: a trigger can cost nothing and the noise
+/// still go either way.
+fn added(with: Option<Duration>, without: Option<Duration>) -> Option<f64> {
+    Some(with?.as_secs_f64() - without?.as_secs_f64())
+}
+
+fn signed(d: Option<f64>) -> String {
+    d.map_or("-".to_owned(), |d| format!("{d:+.2} s"))
+}
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A rollout of the agent as `trigger`, from a pod of the same spec.
+fn restart(story: &mut Story, trigger: Trigger) -> Rollout {
+    let agent = Agent { trigger, host_network: false };
+    if story.agent() != agent {
+        story.roll(agent, Duration::from_secs(20)).expect("switch the agent's spec");
+    }
+    story.roll(agent, Duration::from_secs(20)).expect("a measured rollout")
+}
+
+/// Pairs of rollouts with and without `trigger`; prints every sample and
+/// returns the differences in the agent's start.
+fn pairs(story: &mut Story, trigger: Trigger, label: &str, count: usize) -> Vec<f64> {
+    println!("\n{label}: {count} pairs, portmap 1.1.1 (nothing stale)\n");
+    println!(
+        "| pair | agent start, without | with | added | old pod's end, without | with | outage, without | with |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut rows: Vec<(Rollout, Rollout)> = Vec::new();
+    for i in 0..count {
+        let (without, with) = if i % 2 == 0 {
+            let without = restart(story, Trigger::None);
+            (without, restart(story, trigger))
+        } else {
+            let with = restart(story, trigger);
+            (restart(story, Trigger::None), with)
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            i + 1,
+            ms(without.agent_start()),
+            ms(with.agent_start()),
+            signed(added(with.agent_start(), without.agent_start())),
+            ms(without.termination()),
+            ms(with.termination()),
+            ms(without.outage()),
+            ms(with.outage()),
+        );
+        rows.push((without, with));
+    }
+    let col =
+        |f: &dyn Fn(&(Rollout, Rollout)) -> Option<Duration>| median(rows.iter().filter_map(f).collect());
+    let mut costs: Vec<f64> =
+        rows.iter().filter_map(|(a, b)| added(b.agent_start(), a.agent_start())).collect();
+    costs.sort_by(f64::total_cmp);
+    let termination: Vec<f64> =
+        rows.iter().filter_map(|(a, b)| added(b.termination(), a.termination())).collect();
+    println!(
+        "| median | {} | {} | {} | {} | {} | {} | {} |",
+        ms(col(&|r| r.0.agent_start())),
+        ms(col(&|r| r.1.agent_start())),
+        signed(costs.get(costs.len() / 2).copied()),
+        ms(col(&|r| r.0.termination())),
+        ms(col(&|r| r.1.termination())),
+        ms(col(&|r| r.0.outage())),
+        ms(col(&|r| r.1.outage())),
+    );
+    let samples = |v: &[f64]| v.iter().map(|d| format!("{d:+.2}")).collect::<Vec<_>>().join(", ");
+    println!(
+        "\n{label} adds to the agent's start (s): {}; at most {}. To the old pod's end: {}.",
+        samples(&costs),
+        signed(costs.last().copied()),
+        samples(&termination)
+    );
+    costs
+}
+
 fn main() {
     if !testbed::require::kernel_test("bench real_node", &["go", "kubectl", "containerd", "umoci", "skopeo"])
     {
         return;
     }
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let runs = env_count("BENCH_RUNS", 3);
+    let pair_count = env_count("BENCH_PAIRS", 5);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let work = std::env::temp_dir().join(format!("fct-bench-images-{}", std::process::id()));
     let images = story::images(root, &work).expect("images");
     let portmap = |v: &str| story::portmap_dir(root, v).expect("portmap");
     let cp = ControlPlane::for_kubelets(&[("node-a", "192.0.2.1")]).expect("control plane");
-    let first = portmap(TOUR[0].portmap);
+    let first = portmap("debian");
     let spec = NodeSpec {
         name: "node-a",
         address: "192.0.2.1",
@@ -47,19 +136,31 @@ fn main() {
         node.import(image).expect("import");
     }
     let mut story = Story::install(&cp, &node, root).expect("install");
+    println!(
+        "image {}: {} bytes uncompressed, {} bytes compressed; kubelet at its default syncFrequency and serializeImagePulls",
+        images[0].reference, images[0].uncompressed_bytes, images[0].compressed_bytes
+    );
+    if pair_count > 0 {
+        pairs(
+            &mut story,
+            Trigger::Container,
+            "The trigger as shipped (a container after the agent)",
+            pair_count,
+        );
+        pairs(&mut story, Trigger::NativeSidecar, "The trigger as a native sidecar", pair_count);
+    }
+
     let mut all: Vec<Vec<Seen>> = Vec::new();
     for run in 1..=runs {
-        eprintln!("run {run} of {runs}");
+        eprintln!("tour {run} of {runs}");
         all.push(story::tour(&mut story, portmap).expect("tour"));
     }
-    println!(
-        "\n{} runs; image {}: {} bytes uncompressed, {} bytes compressed\n",
-        runs, images[0].reference, images[0].uncompressed_bytes, images[0].compressed_bytes
-    );
-    println!("| case | outage | repair (sandbox to first datagram) | a sweep by hand repairs in |");
-    println!("|---|---|---|---|");
-    let mut outage_of = Vec::new();
-    for (i, case) in TOUR.iter().enumerate() {
+    if runs > 0 {
+        println!("\nThe tour, {runs} runs (medians)\n");
+        println!("| case | outage | repair (sandbox to first datagram) | a sweep by hand repairs in |");
+        println!("|---|---|---|---|");
+    }
+    for (i, case) in TOUR.iter().enumerate().filter(|_| runs > 0) {
         let seen: Vec<&Seen> = all.iter().map(|run| &run[i]).collect();
         let answered = seen.iter().filter(|s| s.rollout.first_new_answer.is_some()).count();
         let outage = median(seen.iter().filter_map(|s| s.rollout.outage()).collect());
@@ -76,23 +177,6 @@ fn main() {
             ms(outage),
             ms(repair),
             if case.expect == story::Expect::Stale { ms(sweep) } else { "-".to_owned() }
-        );
-        outage_of.push((case.name, outage));
-    }
-    let find = |name: &str| outage_of.iter().find(|(n, _)| *n == name).and_then(|(_, o)| *o);
-    if let (Some(sidecar), Some(waiting), Some(without)) = (
-        find("portmap 1.1.1, pod replaced, trigger"),
-        find("portmap 1.1.1, pod replaced, waiting trigger"),
-        find("portmap 1.1.1, pod replaced, no tool"),
-    ) {
-        println!(
-            "\nWhere nothing is stale (portmap 1.1.1), the trigger adds {} to the agent's outage as a sidecar \
-             ({} against {} without it) and {} when it waits for its Job ({}).",
-            ms(Some(sidecar.saturating_sub(without))),
-            ms(Some(sidecar)),
-            ms(Some(without)),
-            ms(Some(waiting.saturating_sub(without))),
-            ms(Some(waiting))
         );
     }
     drop(story);

@@ -208,7 +208,7 @@ fn spawners_run_as_non_root_without_capabilities() {
     let sweep = find(&docs, "CronJob", "flush-conntrack-sweep");
     let once = find(&docs, "Job", "flush-conntrack-sweep-once");
     let daemonset = find(&docs, "DaemonSet", "statsd");
-    let trigger = &pod_spec(daemonset).unwrap()["initContainers"][0];
+    let trigger = &pod_spec(daemonset).unwrap()["containers"][1];
     assert_eq!(trigger["name"], "flush-conntrack");
     let mut checked = 0;
     for (pod, container) in [
@@ -320,6 +320,11 @@ fn in_the_overlay_only_the_trigger_holds_a_token() {
     }
     let docs = render("kustomize/overlays/statsd");
     let pod = pod_spec(find(&docs, "DaemonSet", "statsd")).unwrap();
+    // The trigger is an ordinary container after the agent, which the
+    // kubelet therefore starts first; no init container holds the agent back.
+    assert!(pod["initContainers"].is_null(), "{}", pod["initContainers"]);
+    assert_eq!(pod["containers"][0]["name"], "statsd");
+    assert_eq!(pod["containers"][1]["env"][0], json!({"name": "MODE", "value": "spawn"}));
     assert_eq!(pod["automountServiceAccountToken"], false, "no token mounted by default");
     let token_volumes: Vec<String> = pod["volumes"]
         .as_array()
@@ -341,11 +346,19 @@ fn in_the_overlay_only_the_trigger_holds_a_token() {
             .filter_map(|m| m["name"].as_str().map(str::to_owned))
             .collect()
     };
-    let trigger = &pod["initContainers"][0];
+    let containers = pod["containers"].as_array().unwrap();
+    let trigger = &containers[1];
+    assert_eq!(trigger["name"], "flush-conntrack");
     assert!(mounts(trigger).contains(&token_volumes[0]), "the trigger holds the token");
-    for agent in pod["containers"].as_array().unwrap() {
+    for agent in containers.iter().filter(|c| c["name"] != "flush-conntrack") {
         assert!(!mounts(agent).contains(&token_volumes[0]), "the agent {} holds no token", agent["name"]);
     }
+    // An hour: the API server extends a token asked for exactly 3607 s
+    // (kubelet's own default) to a year.
+    let token = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == token_volumes[0].as_str());
+    let sources = token.unwrap()["projected"]["sources"].as_array().unwrap();
+    let asked = sources.iter().find_map(|s| s["serviceAccountToken"]["expirationSeconds"].as_i64());
+    assert_eq!(asked, Some(3600));
     // The agent's port is what the template lets a flush Job name; the
     // sweep reads pods in the agent's namespace only.
     let template = find(&docs, "CronJob", "flush-conntrack-node");

@@ -336,6 +336,13 @@ impl ControlPlane {
         self.kubectl_as(&self.admin, args)
     }
 
+    /// `kubectl` as the admin, for a caller that runs it itself (a watch).
+    pub fn kubectl_command(&self) -> Command {
+        let mut command = Command::new("kubectl");
+        command.arg("--kubeconfig").arg(&self.admin);
+        command
+    }
+
     pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> Output {
         Command::new("kubectl")
             .arg("--kubeconfig")

@@ -14,11 +14,14 @@ use crate::command::checked;
 use crate::controlplane::ControlPlane;
 use crate::image::{self, Built, Image};
 use crate::node::RealNode;
+use crate::podwatch::PodWatch;
 use crate::stream::Stream;
 use crate::table;
 
 pub const AGENT_NAMESPACE: &str = "monitoring";
 pub const AGENT_IMAGE: &str = "localhost/fct-udp-echo:test";
+/// The agent's container in the overlay.
+pub const AGENT_CONTAINER: &str = "statsd";
 /// The shipped image's name, as the manifests give it.
 pub const SHIPPED_IMAGE: &str = "ghcr.io/flush-conntrack/flush-conntrack:0.1.0";
 pub const NAMESPACE: &str = "flush-conntrack";
@@ -33,12 +36,22 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// The flush-conntrack trigger of the agent's pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
+    /// The agent alone: no trigger container, no token volume.
     None,
-    /// As the overlay ships it: a sidecar the agent does not wait for.
-    Sidecar,
+    /// As the overlay ships it: an ordinary container after the agent,
+    /// which stays once it has reported (`STAY_RUNNING`).
+    Container,
+    /// The same container as a native sidecar (an init container with
+    /// `restartPolicy: Always`), as the overlay shipped it before.
+    NativeSidecar,
     /// A plain init container that waits for the flush Job's result.
     Waiting,
 }
+
+/// The trigger's container in the overlay.
+pub const TRIGGER_CONTAINER: &str = "flush-conntrack";
+/// The projected volume that holds the trigger's token.
+const TRIGGER_TOKEN_VOLUME: &str = "trigger-token";
 
 /// How the agent's DaemonSet runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +85,13 @@ pub struct Rollout {
     pub sandbox: Option<Duration>,
     /// The new pod first seen Running (its agent container started).
     pub running: Option<Duration>,
+    /// The new pod created, as a watch on the pods saw it.
+    pub created: Option<Duration>,
+    /// The new agent's own "listening" line (its container log's time).
+    pub listening: Option<Duration>,
+    /// The old pod marked for deletion, and gone, as the watch saw them.
+    pub old_deleting: Option<Duration>,
+    pub old_gone: Option<Duration>,
     pub first_new_answer: Option<Duration>,
     /// The same for the host-network client sending to 127.0.0.1.
     pub first_new_loopback_answer: Option<Duration>,
@@ -94,6 +114,16 @@ impl Rollout {
     pub fn stale(&self) -> bool {
         self.entry_while_waiting.as_deref() == Some(self.old.ip.as_str())
     }
+
+    /// From the new pod's creation to its agent listening.
+    pub fn agent_start(&self) -> Option<Duration> {
+        Some(self.listening?.checked_sub(self.created?).unwrap_or_default())
+    }
+
+    /// From the old pod's deletion to its end.
+    pub fn termination(&self) -> Option<Duration> {
+        Some(self.old_gone?.saturating_sub(self.old_deleting?))
+    }
 }
 
 pub struct Story<'a> {
@@ -104,7 +134,8 @@ pub struct Story<'a> {
     /// A host-network client on the node, sending to 127.0.0.1, which
     /// portmap translates too.
     pub loopback: Stream,
-    init_containers: Value,
+    /// The DaemonSet's pod spec as the overlay ships it.
+    shipped: Value,
     agent: Agent,
     hostname: String,
     sweeps: u32,
@@ -193,8 +224,8 @@ impl<'a> Story<'a> {
             node,
             stream,
             loopback,
-            init_containers: ds["spec"]["template"]["spec"]["initContainers"].clone(),
-            agent: Agent { trigger: Trigger::Sidecar, host_network: false },
+            shipped: ds["spec"]["template"]["spec"].clone(),
+            agent: Agent { trigger: Trigger::Container, host_network: false },
             hostname,
             sweeps: 0,
         };
@@ -258,33 +289,17 @@ impl<'a> Story<'a> {
             .find(|(_, ip, phase, deleting, _)| phase == "Running" && !deleting && !ip.is_empty())
             .ok_or("no running agent pod to replace")?;
         let old = self.agent_pod(&current.0, &current.1, current.4);
-        let mut patch = Vec::new();
-        if agent.trigger != self.agent.trigger {
-            patch.push(match agent.trigger {
-                Trigger::None => json!({"op": "remove", "path": "/spec/template/spec/initContainers"}),
-                Trigger::Sidecar => {
-                    json!({"op": "add", "path": "/spec/template/spec/initContainers", "value": self.init_containers})
-                }
-                Trigger::Waiting => {
-                    json!({"op": "add", "path": "/spec/template/spec/initContainers", "value": waiting(&self.init_containers)})
-                }
-            });
-        }
-
-        if agent.host_network != self.agent.host_network {
-            let dns = if agent.host_network { "ClusterFirstWithHostNet" } else { "ClusterFirst" };
-            patch.push(
-                json!({"op": "add", "path": "/spec/template/spec/hostNetwork", "value": agent.host_network}),
-            );
-            patch.push(json!({"op": "add", "path": "/spec/template/spec/dnsPolicy", "value": dns}));
-        }
+        let changed = agent != self.agent;
+        let watch = PodWatch::start(self.cp.kubectl_command(), AGENT_NAMESPACE, SELECTOR, &old.name)?;
         let sandbox_watch = SandboxWatch::start(&self.node.ns);
         let started_at = Instant::now();
+        let wall_at = std::time::SystemTime::now();
         let started = self.stream.at(started_at);
-        let out = if patch.is_empty() {
+        let out = if !changed {
             self.cp.kubectl(&["-n", AGENT_NAMESPACE, "rollout", "restart", "daemonset/statsd"])
         } else {
-            let patch = Value::Array(patch).to_string();
+            let spec = pod_spec(&self.shipped, agent);
+            let patch = json!([{"op": "replace", "path": "/spec/template/spec", "value": spec}]).to_string();
             self.cp.kubectl(&[
                 "-n",
                 AGENT_NAMESPACE,
@@ -330,6 +345,10 @@ impl<'a> Story<'a> {
             None => self.client_entry_reply_source(),
         };
         let first = self.stream.wait_for(&new.responder, started, patience);
+        // The agent's line is written before the first answer can be.
+        let agent_log = self.node.container_log(AGENT_NAMESPACE, &new.name, AGENT_CONTAINER);
+        let listening = listening_at(&agent_log).and_then(|t| t.duration_since(wall_at).ok());
+        let since = |at: Option<Instant>| at.map(|t| t.saturating_duration_since(started_at));
         let loopback_started = self.loopback.at(started_at);
         let loopback_first = self.loopback.wait_for(&new.responder, loopback_started, Duration::from_secs(2));
         // The trigger is a sidecar: the agent may answer before its flush
@@ -355,8 +374,16 @@ impl<'a> Story<'a> {
             }
             false => (String::new(), Vec::new()),
         };
+        // The old pod is gone before the new one is created (a DaemonSet
+        // replaces a node's pod in that order), so the watch has seen both.
+        let (old_seen, new_seen) = (watch.seen(&old.name).unwrap_or_default(), watch.seen(&new.name));
+        drop(watch);
         Ok(Rollout {
             agent,
+            created: since(new_seen.and_then(|s| s.added)),
+            listening,
+            old_deleting: since(old_seen.deleting),
+            old_gone: since(old_seen.gone),
             last_old_answer: self.stream.last_from(&old.responder).map(|t| t.saturating_sub(started)),
             old,
             new,
@@ -368,6 +395,11 @@ impl<'a> Story<'a> {
             trigger_log,
             events,
         })
+    }
+
+    /// How the DaemonSet runs now.
+    pub fn agent(&self) -> Agent {
+        self.agent
     }
 
     /// The `events.k8s.io` Events regarding this agent pod, as (type, reason).
@@ -487,19 +519,52 @@ const fn case(
     Case { name, portmap, agent: Agent { trigger, host_network: host }, expect }
 }
 
-/// The overlay's trigger made a plain init container that waits for its
-/// Job: no restartPolicy, no STAY_RUNNING.
-fn waiting(init_containers: &Value) -> Value {
-    let mut containers = init_containers.clone();
-    for c in containers.as_array_mut().into_iter().flatten() {
-        if let Some(c) = c.as_object_mut() {
-            c.remove("restartPolicy");
-        }
-        if let Some(env) = c["env"].as_array_mut() {
-            env.retain(|e| e["name"] != "STAY_RUNNING");
+/// The agent's pod spec for `agent`, made from the one the overlay ships
+/// (the trigger an ordinary container after the agent). Pure.
+pub fn pod_spec(shipped: &Value, agent: Agent) -> Value {
+    let mut spec = shipped.clone();
+    let mut trigger = Value::Null;
+    if let Some(containers) = spec["containers"].as_array_mut() {
+        if let Some(i) = containers.iter().position(|c| c["name"] == TRIGGER_CONTAINER) {
+            trigger = containers.remove(i);
         }
     }
-    containers
+    let Some(object) = spec.as_object_mut() else { return spec };
+    object.remove("initContainers");
+    match agent.trigger {
+        Trigger::None => {
+            if let Some(volumes) = object.get_mut("volumes").and_then(Value::as_array_mut) {
+                volumes.retain(|v| v["name"] != TRIGGER_TOKEN_VOLUME);
+            }
+        }
+        Trigger::Container => {
+            if let Some(containers) = object.get_mut("containers").and_then(Value::as_array_mut) {
+                containers.push(trigger);
+            }
+        }
+        Trigger::NativeSidecar => {
+            trigger["restartPolicy"] = json!("Always");
+            object.insert("initContainers".to_owned(), json!([trigger]));
+        }
+        Trigger::Waiting => {
+            if let Some(env) = trigger["env"].as_array_mut() {
+                env.retain(|e| e["name"] != "STAY_RUNNING");
+            }
+            object.insert("initContainers".to_owned(), json!([trigger]));
+        }
+    }
+    let dns = if agent.host_network { "ClusterFirstWithHostNet" } else { "ClusterFirst" };
+    object.insert("hostNetwork".to_owned(), json!(agent.host_network));
+    object.insert("dnsPolicy".to_owned(), json!(dns));
+    spec
+}
+
+/// When the agent logged that it listens: the CRI log line's own time.
+pub fn listening_at(log: &str) -> Option<std::time::SystemTime> {
+    let line = log.lines().find(|l| l.contains(" listening on "))?;
+    let stamp: k8s_openapi::jiff::Timestamp = line.split(' ').next()?.parse().ok()?;
+    let nanos = u64::try_from(stamp.as_nanosecond()).ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_nanos(nanos))
 }
 
 /// Every case users meet, in an order where each starts from the state the
@@ -508,7 +573,7 @@ fn waiting(init_containers: &Value) -> Value {
 /// stale), 1.10 (flushes on both).
 pub const TOUR: &[Case] = &[
     case("portmap 0.8.7, pod replaced, no tool", "v0.8.7", Trigger::None, false, Expect::Stale),
-    case("portmap 0.8.7, pod replaced, trigger", "v0.8.7", Trigger::Sidecar, false, Expect::Repaired(2)),
+    case("portmap 0.8.7, pod replaced, trigger", "v0.8.7", Trigger::Container, false, Expect::Repaired(2)),
     case(
         "portmap 0.8.7, pod replaced, waiting trigger",
         "v0.8.7",
@@ -517,21 +582,21 @@ pub const TOUR: &[Case] = &[
         Expect::Repaired(2),
     ),
     case("portmap 1.1.1, pod replaced, waiting trigger", "debian", Trigger::Waiting, false, Expect::Clean),
-    case("portmap 1.1.1, pod replaced, trigger", "debian", Trigger::Sidecar, false, Expect::Clean),
+    case("portmap 1.1.1, pod replaced, trigger", "debian", Trigger::Container, false, Expect::Clean),
     case("portmap 1.1.1, pod replaced, no tool", "debian", Trigger::None, false, Expect::Clean),
     case("portmap 1.1.1, switch to hostNetwork, no tool", "debian", Trigger::None, true, Expect::Stale),
     case("portmap 1.1.1, back to the pod network, no tool", "debian", Trigger::None, false, Expect::Clean),
     case(
         "portmap 1.1.1, switch to hostNetwork, trigger",
         "debian",
-        Trigger::Sidecar,
+        Trigger::Container,
         true,
         Expect::Repaired(2),
     ),
     case(
         "portmap 1.10.0, back to the pod network, trigger",
         "v1.10.0",
-        Trigger::Sidecar,
+        Trigger::Container,
         false,
         Expect::Clean,
     ),
@@ -649,5 +714,62 @@ impl SandboxWatch {
     fn finish(self) -> Option<Instant> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.join().ok().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Value {
+        json!({
+            "containers": [{"name": "statsd"}, {"name": "flush-conntrack", "env": [
+                {"name": "MODE", "value": "spawn"}, {"name": "STAY_RUNNING", "value": "true"}]}],
+            "volumes": [{"name": "trigger-token"}, {"name": "data"}],
+            "automountServiceAccountToken": false
+        })
+    }
+
+    fn names(list: &Value) -> Vec<&str> {
+        list.as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect()
+    }
+
+    #[test]
+    fn each_trigger_from_the_shipped_spec() {
+        let pod = |trigger| pod_spec(&shipped(), Agent { trigger, host_network: false });
+        let shipped_again = pod(Trigger::Container);
+        assert_eq!(names(&shipped_again["containers"]), ["statsd", "flush-conntrack"]);
+        assert_eq!(shipped_again["containers"], shipped()["containers"]);
+        assert!(shipped_again["initContainers"].is_null());
+
+        let alone = pod(Trigger::None);
+        assert_eq!(names(&alone["containers"]), ["statsd"]);
+        assert_eq!(names(&alone["volumes"]), ["data"], "the token volume goes with the trigger");
+
+        let sidecar = pod(Trigger::NativeSidecar);
+        assert_eq!(names(&sidecar["containers"]), ["statsd"]);
+        assert_eq!(names(&sidecar["initContainers"]), ["flush-conntrack"]);
+        assert_eq!(sidecar["initContainers"][0]["restartPolicy"], "Always");
+
+        let waiting = pod(Trigger::Waiting);
+        assert!(waiting["initContainers"][0]["restartPolicy"].is_null());
+        assert_eq!(names(&waiting["initContainers"][0]["env"]), ["MODE"], "no STAY_RUNNING");
+
+        let host = pod_spec(&shipped(), Agent { trigger: Trigger::None, host_network: true });
+        assert_eq!(
+            (host["hostNetwork"].clone(), host["dnsPolicy"].clone()),
+            (json!(true), json!("ClusterFirstWithHostNet"))
+        );
+        assert_eq!(alone["hostNetwork"], false);
+    }
+
+    #[test]
+    fn the_agent_listens_when_its_line_says() {
+        let log = "2026-12-01T08:00:00.100000000Z stdout F starting\n\
+                   2026-12-01T08:00:00.250000000Z stdout F udp-echo statsd-x listening on :8125/udp\n";
+        let at = listening_at(log).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        let expected: k8s_openapi::jiff::Timestamp = "2026-12-01T08:00:00.25Z".parse().unwrap();
+        assert_eq!(at.map(|d| d.as_nanos() as i128), Some(expected.as_nanosecond()));
+        assert_eq!(listening_at("2026-12-01T08:00:00Z stdout F starting\n"), None);
     }
 }
