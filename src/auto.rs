@@ -30,8 +30,9 @@ impl std::fmt::Display for Choice {
 #[derive(Debug, thiserror::Error)]
 pub enum Undecided {
     #[error(
-        "this process holds CAP_NET_ADMIN, but TARGET_IP names no address of the node (it is empty or \
-         `local`), so this namespace may be a pod's own"
+        "this process holds CAP_NET_ADMIN, but TARGET_IP names no address of the node (it is empty, \
+         `local`, or only loopback or link-local addresses, which every namespace has), so this \
+         namespace may be a pod's own"
     )]
     NoNodeAddress,
     #[error("cannot read /proc/self/status")]
@@ -46,18 +47,30 @@ pub enum Undecided {
 ///
 /// The node's namespace is recognised by its address: `TARGET_IP` is the
 /// node's hostIP, which only the node's own namespace (and so a host-network
-/// pod) has on an interface.
+/// pod) has on an interface. Loopback and link-local addresses prove
+/// nothing: every namespace has 127.0.0.1 and ::1, and a pod's veth has the
+/// same fe80:: kind of address as the node's.
 pub fn decide(net_admin: bool, local: &[IpAddr], targets: &[IpAddr]) -> Result<Choice, Undecided> {
     if !net_admin {
         return Ok(Choice::Spawn);
     }
-    if targets.is_empty() {
+    let telling: Vec<&IpAddr> = targets.iter().filter(|t| tells_a_namespace(t)).collect();
+    if telling.is_empty() {
         return Err(Undecided::NoNodeAddress);
     }
-    match targets.iter().any(|t| local.contains(t)) {
+    match telling.iter().any(|t| local.contains(t)) {
         true => Ok(Choice::Flush),
         false => Ok(Choice::Spawn),
     }
+}
+
+/// Whether an address on an interface can set one namespace apart.
+fn tells_a_namespace(ip: &IpAddr) -> bool {
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    !(ip.is_loopback() || ip.is_unspecified() || link_local)
 }
 
 /// Parses `CapEff` from /proc/self/status: the kernel's own account of this
@@ -112,6 +125,22 @@ mod tests {
     fn with_net_admin_and_no_target_ip_it_refuses() {
         let why = decide(true, &ips(&["10.244.1.5"]), &[]).unwrap_err();
         assert!(why.to_string().contains("TARGET_IP names no address of the node"), "{why}");
+    }
+
+    /// A pod's own namespace has loopback and a link-local address too:
+    /// neither tells it from the node's.
+    #[test]
+    fn loopback_and_link_local_prove_nothing() {
+        let pod = ips(&["127.0.0.1", "::1", "10.244.1.5", "169.254.1.1", "fe80::1"]);
+        for target in ["127.0.0.1", "::1", "169.254.1.1", "fe80::1", "0.0.0.0"] {
+            let why = decide(true, &pod, &ips(&[target])).unwrap_err();
+            assert!(matches!(why, Undecided::NoNodeAddress), "{target}: {why}");
+        }
+        // Beside an address that does tell, they change nothing.
+        assert_eq!(decide(true, &pod, &ips(&["127.0.0.1", "192.0.2.1"])).unwrap(), Choice::Spawn);
+        let node = ips(&["127.0.0.1", "192.0.2.1"]);
+        assert_eq!(decide(true, &node, &ips(&["127.0.0.1", "192.0.2.1"])).unwrap(), Choice::Flush);
+        assert_eq!(decide(true, &pod, &ips(&["fe80::2", "10.244.1.5"])).unwrap(), Choice::Flush);
     }
 
     #[test]

@@ -59,13 +59,20 @@ fn auto_refuses_when_it_cannot_tell() {
         return;
     }
     let ns = node_like("auto-unsure");
+    // Loopback is local in every namespace, a pod's included: a client of
+    // the agent on the node sends to 127.0.0.1, and it proves nothing.
+    Flow::udp("127.0.0.1", 40001, "127.0.0.1", 8125, "198.51.100.5").insert_with_conntrack(&ns);
     let before = table::list(&ns);
-    let out = tool::run(BIN, &ns, &[("TARGET_PORT", "8125")], tool::Options::default());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("cannot tell") && stderr.contains("TARGET_IP names no address of the node"),
-        "{stderr}"
-    );
-    assert_eq!(table::list(&ns), before);
+    for target in [None, Some("127.0.0.1"), Some("local,127.0.0.1")] {
+        let mut env = vec![("TARGET_PORT", "8125")];
+        env.extend(target.map(|t| ("TARGET_IP", t)));
+        let out = tool::run(BIN, &ns, &env, tool::Options::default());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{target:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot tell") && stderr.contains("TARGET_IP names no address of the node"),
+            "{target:?}: {stderr}"
+        );
+        assert_eq!(table::list(&ns), before, "{target:?}");
+    }
 }
