@@ -124,6 +124,19 @@ fn a_failed_job_exits_4_and_fail_open_exits_0() {
     assert!(stderr(&out).contains("FAIL_OPEN=true"), "{}", stderr(&out));
 }
 
+/// A broken manifest stops the rollout at its first pod, FAIL_OPEN or not:
+/// a variable that does not parse exits 2 before anything is contacted.
+#[test]
+fn refused_variables_exit_2_under_fail_open() {
+    let c = Cluster::new(Behaviour::default());
+    for (name, value) in [("TARGET_PORT", "81250"), ("WAIT_TIMEOUT", "soon"), ("DRY_RUN", "maybe")] {
+        let out = c.run(&[("FAIL_OPEN", "true"), (name, value)]);
+        assert_eq!(out.status.code(), Some(2), "{name}={value}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&format!("{name}=\"{value}\"")), "{}", stderr(&out));
+    }
+    assert!(c.api.jobs().is_empty(), "nothing was created");
+}
+
 #[test]
 fn forbidden_exits_6_naming_the_verb_and_resource() {
     let c = Cluster::new(Behaviour { create: Create::Forbidden, ..Behaviour::default() });
@@ -177,21 +190,36 @@ fn an_unreachable_api_exits_7_after_bounded_retries() {
     assert!(started.elapsed() < Duration::from_secs(15), "bounded: {:?}", started.elapsed());
 }
 
+/// A signal during the wait ends the run promptly with 143 or 130, under
+/// FAIL_OPEN too and as a STAY_RUNNING trigger: a stopped run did not fail,
+/// it did not finish, and whoever stopped it reads that in its status.
 #[test]
-fn sigterm_ends_the_wait_promptly() {
-    let c = Cluster::new(Behaviour { controller: Controller::Idle, ..Behaviour::default() });
-    let child = c.command(&[("WAIT_TIMEOUT", "300")]).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.api.jobs().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+fn a_signal_ends_the_wait_promptly_whatever_fail_open_says() {
+    let cases: &[(&[(&str, &str)], libc::c_int, i32)] = &[
+        (&[], libc::SIGTERM, 143),
+        (&[("FAIL_OPEN", "true")], libc::SIGTERM, 143),
+        (&[("FAIL_OPEN", "true")], libc::SIGINT, 130),
+        (&[("FAIL_OPEN", "true"), ("STAY_RUNNING", "true")], libc::SIGTERM, 143),
+    ];
+    for (i, (env, signal, code)) in cases.iter().enumerate() {
+        let c = Cluster::new(Behaviour { controller: Controller::Idle, ..Behaviour::default() });
+        let uid = format!("signal-{i}");
+        let mut env = env.to_vec();
+        env.extend([("WAIT_TIMEOUT", "300"), ("POD_UID", uid.as_str())]);
+        let child = c.command(&env).stderr(Stdio::piped()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.api.jobs().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, *signal) };
+        let sent = Instant::now();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(*code), "{env:?}: {}", stderr(&out));
+        assert!(sent.elapsed() < Duration::from_secs(2), "{env:?}: {:?}", sent.elapsed());
+        assert!(!stderr(&out).contains("exiting 0 despite"), "{env:?}: {}", stderr(&out));
     }
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let sent = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
-    assert!(sent.elapsed() < Duration::from_secs(2), "{:?}", sent.elapsed());
 }
 
 #[test]

@@ -55,7 +55,8 @@ impl Work<'_> {
 /// Runs spawn or sweep to its end, a signal, or an error; under
 /// `FAIL_OPEN=true` a failure is logged and the run still succeeds, so that
 /// an initContainer never holds its pod back. Configuration errors are not
-/// failures of the cluster: they stay errors.
+/// failures of the cluster, and a signal is no failure at all (the run was
+/// stopped before it finished): both stay errors, with their exit codes.
 pub fn run(work: Work) -> Result<(), Error> {
     let options = work.options();
     let runtime =
@@ -90,7 +91,7 @@ pub fn run(work: Work) -> Result<(), Error> {
         }
     });
     match result {
-        Err(e) if options.fail_open && !matches!(e, Error::Config(_)) => {
+        Err(e) if options.fail_open && !matches!(e, Error::Config(_) | Error::Interrupted(_)) => {
             tracing::error!(exit_code = e.exit_code(), "{}", report(&e));
             tracing::warn!("FAIL_OPEN=true: exiting 0 despite the failure above");
             Ok(())
