@@ -195,7 +195,8 @@ fn an_unreachable_api_exits_7_after_bounded_retries() {
 /// it did not finish, and whoever stopped it reads that in its status.
 #[test]
 fn a_signal_ends_the_wait_promptly_whatever_fail_open_says() {
-    let cases: &[(&[(&str, &str)], libc::c_int, i32)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], libc::c_int, i32);
+    let cases: &[Case] = &[
         (&[], libc::SIGTERM, 143),
         (&[("FAIL_OPEN", "true")], libc::SIGTERM, 143),
         (&[("FAIL_OPEN", "true")], libc::SIGINT, 130),
