@@ -367,3 +367,94 @@ fn in_the_overlay_only_the_trigger_holds_a_token() {
     assert_eq!(read["metadata"]["namespace"], "monitoring");
     assert!(!docs.iter().any(|d| d["kind"] == "ClusterRoleBinding"));
 }
+
+/// One right, as the README's table writes it: account, namespace, verbs,
+/// `group/resource` (core: the resource alone), resource names.
+type Right = (String, String, String, String, String);
+
+/// Every right the rendered overlay grants to a service account, one row
+/// per (role rule, resource), through RoleBindings and ClusterRoleBindings.
+fn granted(docs: &[Value]) -> std::collections::BTreeSet<Right> {
+    let words = |v: &Value| -> Vec<String> {
+        let mut w: Vec<String> =
+            v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect();
+        w.sort();
+        w
+    };
+    let mut rights = std::collections::BTreeSet::new();
+    for binding in docs.iter().filter(|d| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding") {
+        let where_ = binding["metadata"]["namespace"].as_str().unwrap_or("(cluster)").to_owned();
+        let role_namespace = binding["metadata"]["namespace"].as_str();
+        let role = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == binding["roleRef"]["kind"]
+                    && d["metadata"]["name"] == binding["roleRef"]["name"]
+                    && (d["kind"] == "ClusterRole" || d["metadata"]["namespace"].as_str() == role_namespace)
+            })
+            .unwrap_or_else(|| panic!("{} binds a role that is not shipped", name(binding)));
+        for subject in binding["subjects"].as_array().into_iter().flatten() {
+            assert_eq!(subject["kind"], "ServiceAccount", "{}", name(binding));
+            let account = format!(
+                "{}/{}",
+                subject["namespace"].as_str().unwrap_or_default(),
+                subject["name"].as_str().unwrap_or_default()
+            );
+            for rule in role["rules"].as_array().into_iter().flatten() {
+                for group in words(&rule["apiGroups"]) {
+                    for resource in words(&rule["resources"]) {
+                        let resource =
+                            if group.is_empty() { resource } else { format!("{group}/{resource}") };
+                        rights.insert((
+                            account.clone(),
+                            where_.clone(),
+                            words(&rule["verbs"]).join(", "),
+                            resource,
+                            words(&rule["resourceNames"]).join(", "),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    rights
+}
+
+/// The README's table of rights, between its markers.
+fn documented() -> std::collections::BTreeSet<Right> {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let table = readme
+        .split("<!-- rights: begin")
+        .nth(1)
+        .and_then(|t| t.split("<!-- rights: end -->").next())
+        .expect("the README's rights table, between <!-- rights: begin ... --> and <!-- rights: end -->");
+    // The code spans of a cell: words around them are for the reader.
+    let cell = |c: &str| c.split('`').skip(1).step_by(2).collect::<Vec<_>>().join(", ");
+    table
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<String> = l.trim_matches('|').split('|').map(cell).collect();
+            assert_eq!(cells.len(), 5, "{l}");
+            (cells[0].clone(), cells[1].clone(), cells[2].clone(), cells[3].clone(), cells[4].clone())
+        })
+        .collect()
+}
+
+/// What the README says each account may do is what the manifests grant:
+/// RBAC written from the README is the RBAC the code needs.
+#[test]
+fn the_readme_lists_exactly_the_rights_the_overlay_grants() {
+    if !tools_ok("the_readme_lists_exactly_the_rights_the_overlay_grants") {
+        return;
+    }
+    let granted = granted(&render("kustomize/overlays/statsd"));
+    let documented = documented();
+    let missing: Vec<&Right> = granted.difference(&documented).collect();
+    let extra: Vec<&Right> = documented.difference(&granted).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "granted but not in the README: {missing:#?}\nin the README but not granted: {extra:#?}"
+    );
+}
