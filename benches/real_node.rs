@@ -54,9 +54,9 @@ fn restart(story: &mut Story, trigger: Trigger) -> Rollout {
     story.roll(agent, Duration::from_secs(20)).expect("a measured rollout")
 }
 
-/// Pairs of rollouts with and without `trigger`; prints every sample and
-/// returns the differences in the agent's start.
-fn pairs(story: &mut Story, trigger: Trigger, label: &str, count: usize) -> Vec<f64> {
+/// Pairs of rollouts with `trigger` and as `without`; prints every sample
+/// and returns the differences in the agent's start.
+fn pairs(story: &mut Story, trigger: Trigger, without: Trigger, label: &str, count: usize) -> Vec<f64> {
     println!("\n{label}: {count} pairs, portmap 1.1.1 (nothing stale)\n");
     println!(
         "| pair | agent start, without | with | added | old pod's end, without | with | outage, without | with |"
@@ -65,11 +65,11 @@ fn pairs(story: &mut Story, trigger: Trigger, label: &str, count: usize) -> Vec<
     let mut rows: Vec<(Rollout, Rollout)> = Vec::new();
     for i in 0..count {
         let (without, with) = if i % 2 == 0 {
-            let without = restart(story, Trigger::None);
-            (without, restart(story, trigger))
+            let first = restart(story, without);
+            (first, restart(story, trigger))
         } else {
             let with = restart(story, trigger);
-            (restart(story, Trigger::None), with)
+            (restart(story, without), with)
         };
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -141,13 +141,28 @@ fn main() {
         images[0].reference, images[0].uncompressed_bytes, images[0].compressed_bytes
     );
     if pair_count > 0 {
+        let as_it_was = Trigger::None;
         pairs(
             &mut story,
             Trigger::Container,
-            "The trigger as shipped (a container after the agent)",
+            as_it_was,
+            "The trigger as shipped (a container after the agent), against the agent as it was (its default token mounted)",
             pair_count,
         );
-        pairs(&mut story, Trigger::NativeSidecar, "The trigger as a native sidecar", pair_count);
+        pairs(
+            &mut story,
+            Trigger::NativeSidecar,
+            as_it_was,
+            "The trigger as a native sidecar, against the agent as it was",
+            pair_count,
+        );
+        pairs(
+            &mut story,
+            Trigger::Container,
+            Trigger::NoneWithoutToken,
+            "The trigger as shipped, against an agent that mounts no token at all",
+            pair_count,
+        );
     }
 
     let mut all: Vec<Vec<Seen>> = Vec::new();

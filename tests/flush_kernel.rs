@@ -313,6 +313,78 @@ fn a_keep_set_past_the_kernel_flush_threshold_keeps_its_entries() {
     assert_eq!(s["kernel_flushed"], 0, "{s}");
 }
 
+/// A dry run lists what it would delete, up to 1000 lines, and counts all.
+#[test]
+fn a_dry_run_lists_the_first_thousand_and_counts_every_match() {
+    if !require::kernel_test("a_dry_run_lists_the_first_thousand_and_counts_every_match", TOOLS) {
+        return;
+    }
+    let ns = Netns::new("dry-cap");
+    assert_eq!(table::insert(&ns, &table::udp_flows(1_200, "192.0.2.1", 8125, "198.51.100.5", 0)), 0);
+    let before = table::list(&ns);
+    let out = flush(
+        &ns,
+        &[("MODE", "flush"), ("TARGET_IP", "192.0.2.1"), ("TARGET_PORT", "8125"), ("DRY_RUN", "true")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("would delete").count(), 1_000);
+    let s = summary(&out);
+    assert_eq!(
+        (s["matched"].as_u64(), s["deleted"].as_u64(), s["dry_run"].as_bool()),
+        (Some(1_200), Some(0), Some(true)),
+        "{s}"
+    );
+    assert_eq!(table::list(&ns), before, "same entries, same IDs");
+}
+
+/// Deletes name the entry's conntrack ID as well as its tuple: an entry
+/// that expired and was re-created by a new flow with the same tuple (a
+/// client that keeps sending) between the dump and the delete is a new
+/// flow, and stays.
+#[test]
+fn a_new_flow_that_reused_the_tuple_survives_the_delete_of_the_old_one() {
+    use flush_conntrack::ctnetlink::delete::{DeleteCounts, Deleter};
+    use flush_conntrack::ctnetlink::{Entry, Family};
+
+    if !require::kernel_test("a_new_flow_that_reused_the_tuple_survives_the_delete_of_the_old_one", TOOLS) {
+        return;
+    }
+    let ns = Netns::new("reused");
+    let flow = Flow::udp("192.0.2.2", 40000, "192.0.2.1", 8125, "198.51.100.5");
+    flow.insert_with_conntrack(&ns);
+    let old = table::list(&ns)[0].id;
+    ns.exec(&["conntrack", "-D", "-p", "udp", "--orig-src", "192.0.2.2", "--sport", "40000"]);
+    // The ID hashes the entry's address with its tuple: other flows first
+    // take the memory the old entry freed, so that the new one gets a new ID.
+    let others = table::udp_flows(64, "192.0.2.9", 9999, "198.51.100.9", 0);
+    assert_eq!(table::insert(&ns, &others), 0);
+    flow.insert_with_conntrack(&ns);
+    let find = || table::list(&ns).into_iter().find(|l| l.flow.sport == 40000 && l.flow.dport == 8125);
+    let new = find().expect("the new flow").id;
+    assert_ne!(old, new, "the kernel gave the new flow a new ID");
+    let dumped = Entry {
+        family: Family::V4,
+        protocol: 17,
+        src: "192.0.2.2".parse().unwrap(),
+        dst: "192.0.2.1".parse().unwrap(),
+        src_port: 40000,
+        dst_port: 8125,
+        reply_src: Some("198.51.100.5".parse().unwrap()),
+        id: Some(old),
+        zone: 0,
+    };
+    let (counts, failure) = ns.within(|| {
+        let mut deleter = Deleter::open().unwrap();
+        deleter.push(&dumped).unwrap();
+        deleter.finish().unwrap()
+    });
+    assert!(failure.is_none(), "{failure:?}");
+    assert_eq!(counts, DeleteCounts { deleted: 0, already_gone: 1, failed: 0 });
+    assert_eq!(find().map(|l| l.id), Some(new), "the new flow's entry is untouched");
+    assert_eq!(table::count(&ns), 65);
+}
+
 #[test]
 fn deleting_an_entry_that_is_already_gone_counts_it_as_gone_not_failed() {
     use flush_conntrack::ctnetlink::delete::{DeleteCounts, Deleter};

@@ -12,7 +12,7 @@ use testbed::controlplane::ControlPlane;
 use testbed::node::{NodeSpec, RealNode};
 use testbed::require;
 use testbed::scratch::Scratch;
-use testbed::story::{self, Expect, Rollout, Seen, Story, Trigger};
+use testbed::story::{self, Expect, Rollout, Seen, Story};
 
 const NODE: &str = "node-a";
 const NODE_IP: &str = "192.0.2.1";
@@ -104,7 +104,7 @@ fn check(seen: &Seen) {
                 "{what}: the client on 127.0.0.1 was not answered"
             );
             assert!(!r.stale(), "{what}: stale");
-            if seen.case.agent.trigger != Trigger::None {
+            if seen.case.agent.trigger.present() {
                 assert_eq!(summary_of(r)["deleted"], 0, "{what}: nothing was stale");
             }
         }
@@ -114,7 +114,7 @@ fn check(seen: &Seen) {
 /// A trigger's outcome shows on its pod as Events.
 fn check_events(seen: &Seen) {
     let (what, r) = (seen.case.name, &seen.rollout);
-    if seen.case.agent.trigger == Trigger::None {
+    if !seen.case.agent.trigger.present() {
         assert!(r.events.is_empty(), "{what}: {:?}", r.events);
         return;
     }
@@ -170,10 +170,8 @@ fn on_a_real_node() {
     }
     // After the trigger of a host-network agent, the flow is no longer
     // translated: it reaches the node's own listener.
-    let host = seen
-        .iter()
-        .find(|s| s.case.agent.host_network && s.case.agent.trigger != Trigger::None)
-        .expect("the case");
+    let host =
+        seen.iter().find(|s| s.case.agent.host_network && s.case.agent.trigger.present()).expect("the case");
     assert!(host.rollout.first_new_answer.is_some());
 
     drop(story);

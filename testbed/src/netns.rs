@@ -42,6 +42,19 @@ impl Netns {
         Ok(())
     }
 
+    /// Runs `work` on a thread of its own inside the namespace, so that the
+    /// caller's thread (and the test harness's) never moves.
+    pub fn within<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                self.enter().unwrap_or_else(|e| panic!("enter {}: {e}", self.name));
+                work()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
     /// Writes a sysctl of this namespace (`net.*` is per namespace).
     pub fn sysctl(&self, key: &str, value: &str) {
         self.exec(&["sysctl", "-qw", &format!("{key}={value}")]);

@@ -36,8 +36,12 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// The flush-conntrack trigger of the agent's pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
-    /// The agent alone: no trigger container, no token volume.
+    /// The agent as it ran before the overlay (statsd.yaml): no trigger,
+    /// its service account's token mounted as Kubernetes does by default.
     None,
+    /// The agent with no trigger and no token at all
+    /// (`automountServiceAccountToken: false`, no volume).
+    NoneWithoutToken,
     /// As the overlay ships it: an ordinary container after the agent,
     /// which stays once it has reported (`STAY_RUNNING`).
     Container,
@@ -46,6 +50,13 @@ pub enum Trigger {
     NativeSidecar,
     /// A plain init container that waits for the flush Job's result.
     Waiting,
+}
+
+impl Trigger {
+    /// Whether the pod runs a trigger at all.
+    pub fn present(self) -> bool {
+        !matches!(self, Trigger::None | Trigger::NoneWithoutToken)
+    }
 }
 
 /// The trigger's container in the overlay.
@@ -353,7 +364,7 @@ impl<'a> Story<'a> {
         let loopback_first = self.loopback.wait_for(&new.responder, loopback_started, Duration::from_secs(2));
         // The trigger is a sidecar: the agent may answer before its flush
         // Job is done. Its outcome is waited for here.
-        let (trigger_log, events) = match agent.trigger != Trigger::None {
+        let (trigger_log, events) = match agent.trigger.present() {
             true => {
                 let deadline = Instant::now() + Duration::from_secs(90);
                 loop {
@@ -374,8 +385,12 @@ impl<'a> Story<'a> {
             }
             false => (String::new(), Vec::new()),
         };
-        // The old pod is gone before the new one is created (a DaemonSet
-        // replaces a node's pod in that order), so the watch has seen both.
+        // The DaemonSet controller creates the new pod once the old one is
+        // terminating, not gone: its end may come later still.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while watch.seen(&old.name).is_some_and(|s| s.gone.is_none()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let (old_seen, new_seen) = (watch.seen(&old.name).unwrap_or_default(), watch.seen(&new.name));
         drop(watch);
         Ok(Rollout {
@@ -531,12 +546,19 @@ pub fn pod_spec(shipped: &Value, agent: Agent) -> Value {
     }
     let Some(object) = spec.as_object_mut() else { return spec };
     object.remove("initContainers");
+    if !agent.trigger.present() {
+        if let Some(volumes) = object.get_mut("volumes").and_then(Value::as_array_mut) {
+            volumes.retain(|v| v["name"] != TRIGGER_TOKEN_VOLUME);
+        }
+        if volumes_empty(object.get("volumes")) {
+            object.remove("volumes");
+        }
+    }
     match agent.trigger {
         Trigger::None => {
-            if let Some(volumes) = object.get_mut("volumes").and_then(Value::as_array_mut) {
-                volumes.retain(|v| v["name"] != TRIGGER_TOKEN_VOLUME);
-            }
+            object.remove("automountServiceAccountToken");
         }
+        Trigger::NoneWithoutToken => {}
         Trigger::Container => {
             if let Some(containers) = object.get_mut("containers").and_then(Value::as_array_mut) {
                 containers.push(trigger);
@@ -557,6 +579,10 @@ pub fn pod_spec(shipped: &Value, agent: Agent) -> Value {
     object.insert("hostNetwork".to_owned(), json!(agent.host_network));
     object.insert("dnsPolicy".to_owned(), json!(dns));
     spec
+}
+
+fn volumes_empty(volumes: Option<&Value>) -> bool {
+    volumes.and_then(Value::as_array).is_some_and(Vec::is_empty)
 }
 
 /// When the agent logged that it listens: the CRI log line's own time.
@@ -745,6 +771,10 @@ mod tests {
         let alone = pod(Trigger::None);
         assert_eq!(names(&alone["containers"]), ["statsd"]);
         assert_eq!(names(&alone["volumes"]), ["data"], "the token volume goes with the trigger");
+        assert!(alone["automountServiceAccountToken"].is_null(), "the default token, as before the overlay");
+        let tokenless = pod(Trigger::NoneWithoutToken);
+        assert_eq!(names(&tokenless["containers"]), ["statsd"]);
+        assert_eq!(tokenless["automountServiceAccountToken"], false);
 
         let sidecar = pod(Trigger::NativeSidecar);
         assert_eq!(names(&sidecar["containers"]), ["statsd"]);
