@@ -229,3 +229,38 @@ async fn a_full_sweep_or_no_recorded_success_visits_every_node_across_pages() {
     flush_conntrack::cluster::sweep::run(&client, NS, &sweep_plan(&[])).await.unwrap();
     assert_eq!(nodes_of(&jobs).len(), 5, "never succeeded: every node");
 }
+
+#[tokio::test]
+async fn a_host_ip_is_named_only_when_the_template_declares_it() {
+    let with_host_ip = |name: &str, node: &str, host_ip: &str, pod_ip: &str| {
+        let mut pod = agent(name, node, host_ip, pod_ip, "Running");
+        pod["spec"]["containers"][0]["ports"][0]["hostIP"] = json!(host_ip);
+        pod
+    };
+    let pods = vec![
+        with_host_ip("statsd-a", "node-a", "192.0.2.1", "10.244.1.5"),
+        with_host_ip("statsd-b", "node-b", "192.0.2.2", "10.244.2.5"),
+    ];
+    let (mut inner, jobs) = sweep_cluster(pods, &[], None, 500);
+    // The template declares node-b's address only: the policy admits no
+    // other beside `local`.
+    let route: Route = Box::new(move |s: &Seen| match (&s.method, s.path.as_str()) {
+        (&Method::GET, CRONJOB) => {
+            let mut t = template();
+            t["metadata"]["annotations"] = json!({"flush-conntrack/addresses": "192.0.2.2"});
+            ok(t)
+        }
+        _ => inner(s),
+    });
+    let (client, _) = serve(route);
+    flush_conntrack::cluster::sweep::run(&client, NS, &sweep_plan(&[])).await.expect("sweep succeeds");
+    let jobs = jobs.lock().unwrap().clone();
+    for (node, target) in [("node-a", "local"), ("node-b", "192.0.2.2")] {
+        let job = jobs.iter().find(|j| j["metadata"]["labels"]["flush-conntrack/node"] == node).expect(node);
+        let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert!(
+            env.as_array().unwrap().contains(&json!({"name": "TARGET_IP", "value": target})),
+            "{node}: {env}"
+        );
+    }
+}
