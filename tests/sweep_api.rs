@@ -264,3 +264,53 @@ async fn a_host_ip_is_named_only_when_the_template_declares_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_squatted_name_does_not_stop_the_sweep() {
+    let pods = vec![agent("statsd-a", "node-a", "192.0.2.1", "10.244.1.5", "Running")];
+    let (mut inner, jobs) = sweep_cluster(pods, &[], None, 500);
+    // The name the sweep computes for node-a is held by a dry run that
+    // claims to be this run's.
+    let squatter: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
+    let route: Route = Box::new(move |s: &Seen| match (&s.method, s.path.as_str()) {
+        (&Method::POST, JOBS) => match s.body["metadata"]["generateName"].as_str() {
+            Some(prefix) => {
+                let mut renamed = s.clone();
+                renamed.body["metadata"]["name"] = json!(format!("{prefix}gen01"));
+                inner(&renamed)
+            }
+            None => {
+                let mut taken = s.body.clone();
+                for e in taken["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut()? {
+                    if e["name"] == "DRY_RUN" {
+                        e["value"] = json!("true");
+                    }
+                }
+                *squatter.lock().unwrap() = Some(taken);
+                Some((409, status(409, "AlreadyExists", "jobs.batch already exists").to_string()))
+            }
+        },
+        (&Method::GET, p) if p.starts_with(&format!("{JOBS}/flush-node-a-")) && !p.ends_with("gen01") => {
+            ok(squatter.lock().unwrap().clone()?)
+        }
+        _ => inner(s),
+    });
+    let (client, seen) = serve(route);
+    let s = sweep_plan(&[("POD_NAME", "sweep-x"), ("POD_NAMESPACE", "flush-conntrack")]);
+    flush_conntrack::cluster::sweep::run(&client, NS, &s).await.expect("the sweep flushed node-a");
+    let jobs = jobs.lock().unwrap().clone();
+    assert_eq!(jobs.len(), 1);
+    let name = jobs[0]["metadata"]["name"].as_str().unwrap();
+    assert!(name.starts_with("flush-node-a-") && name.ends_with("-gen01"), "{name}");
+    let env = &jobs[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(env.as_array().unwrap().contains(&json!({"name": "DRY_RUN", "value": "false"})), "{env}");
+    let reasons: Vec<(String, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == Method::POST && s.path.ends_with("/events"))
+        .map(|s| (s.body["reason"].as_str().unwrap().to_owned(), s.body["type"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(reasons.contains(&("FlushJobNameTaken".into(), "Warning".into())), "{reasons:?}");
+    assert!(reasons.contains(&("Flushed".into(), "Normal".into())), "{reasons:?}");
+}
