@@ -71,9 +71,6 @@ pub enum Error {
         message: String,
     },
 
-    #[error("a Job named {namespace}/{name} exists and is not this flush (other node or run); delete it or rename JOB_TEMPLATE")]
-    NameTaken { namespace: String, name: String },
-
     #[error("the Kubernetes API did not answer after {attempts} attempts: {detail}")]
     Unreachable { attempts: u32, detail: String },
 
@@ -171,7 +168,7 @@ impl Error {
             Error::Privilege { .. } => EXIT_PRIVILEGE,
             Error::JobFailed { .. } | Error::SweepFailed { .. } => EXIT_JOB_FAILED,
             Error::TimedOut { .. } => EXIT_TIMED_OUT,
-            Error::Forbidden { .. } | Error::Refused { .. } | Error::NameTaken { .. } => EXIT_REFUSED,
+            Error::Forbidden { .. } | Error::Refused { .. } => EXIT_REFUSED,
             Error::Unreachable { .. } | Error::NoKubeConfig(_) => EXIT_UNREACHABLE,
             Error::Interrupted(Signal::Int) => 130,
             Error::Interrupted(Signal::Term) => 143,

@@ -121,7 +121,12 @@ fn spawn_runs_as_the_trigger_account(cp: &ControlPlane) {
     // to its node, which the admission policy checks.
     let trigger =
         cp.pod_bound_kubeconfig("monitoring", "statsd", "statsd-trigger-b", "node-b").expect("trigger token");
-    let out = run_binary(&trigger, &spawn_env("node-b", "192.0.2.12", "trigger-uid-1"));
+    let uid = ok(
+        cp.kubectl(&["-n", "monitoring", "get", "pod", "statsd-trigger-b", "-o", "jsonpath={.metadata.uid}"]),
+        "uid",
+    );
+    let uid = String::from_utf8_lossy(&uid.stdout).trim().to_owned();
+    let out = run_binary(&trigger, &spawn_env("node-b", "local", &uid));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("flush Job succeeded") && text(&out).contains("deleted=1"), "{}", text(&out));
     let made = jobs(cp, "flush-conntrack/node=node-b");
@@ -129,13 +134,13 @@ fn spawn_runs_as_the_trigger_account(cp: &ControlPlane) {
     let name = made[0]["metadata"]["name"].as_str().unwrap().to_owned();
     assert_eq!(cp.node_of(NS, &name).as_deref(), Some("node-b"), "its pod ran on the node it names");
 
-    let again = run_binary(&trigger, &spawn_env("node-b", "192.0.2.12", "trigger-uid-1"));
+    let again = run_binary(&trigger, &spawn_env("node-b", "local", &uid));
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert!(text(&again).contains("adopted"), "{}", text(&again));
     assert_eq!(jobs(cp, "flush-conntrack/node=node-b").len(), 1, "a restarted trigger makes no second Job");
 
     ok(cp.kubectl(&["-n", NS, "delete", "rolebinding", "flush-conntrack-trigger"]), "unbind");
-    let denied = run_binary(&trigger, &spawn_env("node-b", "192.0.2.12", "trigger-uid-2"));
+    let denied = run_binary(&trigger, &spawn_env("node-b", "local", &uid));
     assert_eq!(denied.status.code(), Some(6), "{}", text(&denied));
     assert!(text(&denied).contains("may not get cronjobs in namespace flush-conntrack"), "{}", text(&denied));
     let dir = root().join("kustomize/overlays/statsd");

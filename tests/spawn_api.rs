@@ -84,21 +84,94 @@ async fn a_restarted_trigger_adopts_its_job_on_409() {
         .iter()
         .any(|s| s.method == Method::GET && s.path.ends_with(earlier["metadata"]["name"].as_str().unwrap())));
 
-    // Under the same name, a Job of another run, or of the same run for
-    // another node, is not adopted: both halves of "ours" are checked.
-    for (annotation, value) in [("flush-conntrack/run", "another-pod"), ("flush-conntrack/node", "node-b")] {
-        let mut foreign = earlier.clone();
-        foreign["metadata"]["annotations"][annotation] = json!(value);
-        let (client, seen) = serve(cluster((409, Some(foreign)), "Complete"));
-        let e = spawn(&client, &spawn_plan(&[])).await.unwrap_err();
-        assert!(matches!(e, Error::NameTaken { .. }), "{annotation}={value}: {e}");
-        assert_eq!(e.exit_code(), EXIT_REFUSED);
+    // A Job under our name that claims to be ours (same node and run
+    // annotations) but runs another flush is not adopted: ours is created
+    // beside it under a generated name, waited for, and the squat is told
+    // as a Warning Event on the trigger's pod.
+    let lies: [(&str, &str); 3] =
+        [("DRY_RUN", "true"), ("KEEP_DNAT_TO", "10.244.1.6,10.244.0.0"), ("TARGET_IP", "local")];
+    for (variable, value) in lies {
+        let mut squatter = earlier.clone();
+        for e in squatter["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().unwrap() {
+            if e["name"] == variable {
+                e["value"] = json!(value);
+            }
+        }
+        let (client, seen) = serve(with_events(squatted(squatter.clone()), 201));
+        spawn(&client, &spawn_plan(ON_POD)).await.unwrap_or_else(|e| panic!("{variable}: {e}"));
         let seen = seen.lock().unwrap().clone();
+        let posts: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::POST && s.path == JOBS).collect();
+        assert_eq!(posts.len(), 2, "{variable}: {posts:?}");
+        let squatted_name = squatter["metadata"]["name"].as_str().unwrap();
+        assert_eq!(posts[0].body["metadata"]["name"], squatted_name);
+        assert_eq!(posts[1].body["metadata"].get("name"), None, "{variable}");
+        assert_eq!(posts[1].body["metadata"]["generateName"], format!("{squatted_name}-"), "{variable}");
         assert!(
-            !seen.iter().any(|s| s.query.contains("watch=true")),
-            "{annotation}: a foreign Job is not watched"
+            seen.iter().any(
+                |s| s.query.contains("watch=true") && s.query.contains(&format!("{squatted_name}-gen01"))
+            ),
+            "{variable}: our own Job is watched, not the squatter"
         );
+        let events = events(&Arc::new(Mutex::new(seen)));
+        let taken: Vec<&(String, String, String)> =
+            events.iter().filter(|e| e.1 == "FlushJobNameTaken").collect();
+        assert_eq!(taken.len(), 1, "{variable}: {events:?}");
+        assert_eq!(taken[0].0, "Warning");
+        assert!(taken[0].2.contains(squatted_name) && taken[0].2.contains("-gen01"), "{:?}", taken[0]);
+        assert!(events.iter().any(|e| e.1 == "Flushed"), "{variable}: the flush was done: {events:?}");
     }
+}
+
+/// The cluster where our Job's name is taken by `squatter`: the first POST
+/// is answered 409, the GET returns the squatter, a POST with
+/// `generateName` is named `<generateName>gen01`, and that Job completes.
+fn squatted(squatter: Value) -> Route {
+    let created: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
+    let squatted_name = squatter["metadata"]["name"].as_str().unwrap().to_owned();
+    Box::new(move |s: &Seen| {
+        let job = created.lock().unwrap().clone();
+        match (&s.method, s.path.as_str()) {
+            (&Method::GET, CRONJOB) => ok(template()),
+            (&Method::POST, JOBS) => match s.body["metadata"]["generateName"].as_str() {
+                Some(prefix) => {
+                    let mut body = s.body.clone();
+                    body["metadata"]["name"] = json!(format!("{prefix}gen01"));
+                    body["metadata"]["resourceVersion"] = json!("5");
+                    *created.lock().unwrap() = Some(body.clone());
+                    Some((201, body.to_string()))
+                }
+                None => Some((409, status(409, "AlreadyExists", "jobs.batch already exists").to_string())),
+            },
+            (&Method::GET, p) if p == format!("{JOBS}/{squatted_name}") => ok(squatter.clone()),
+            (&Method::GET, p) if p.starts_with(JOBS) && s.query.contains("watch=true") => {
+                watch_event("MODIFIED", &with_condition(job.as_ref()?, "Complete"))
+            }
+            (&Method::GET, p) if p.starts_with(JOBS) => ok(job?),
+            (&Method::GET, "/api/v1/namespaces/flush-conntrack/pods") => {
+                ok(summary_pod(job?["metadata"]["name"].as_str()?))
+            }
+            _ => None,
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_by_hand_flush_flushes_every_time_it_runs() {
+    // No POD_UID: each run is its own, so a second run within the TTL
+    // creates a Job of its own instead of adopting the first one's.
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let (client, seen) = serve(cluster((201, None), "Complete"));
+        let plan = spawn_plan(&[("POD_UID", "")]);
+        assert_eq!(plan.cluster.run, None);
+        spawn(&client, &plan).await.expect("flushed");
+        let seen = seen.lock().unwrap().clone();
+        let post = seen.iter().find(|s| s.method == Method::POST && s.path == JOBS).expect("a Job created");
+        let run = post.body["metadata"]["annotations"]["flush-conntrack/run"].as_str().unwrap().to_owned();
+        assert!(run.starts_with("manual-"), "{run}");
+        names.push(post.body["metadata"]["name"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(names[0], names[1], "two runs by hand, two Jobs");
 }
 
 #[tokio::test]

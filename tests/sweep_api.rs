@@ -229,3 +229,88 @@ async fn a_full_sweep_or_no_recorded_success_visits_every_node_across_pages() {
     flush_conntrack::cluster::sweep::run(&client, NS, &sweep_plan(&[])).await.unwrap();
     assert_eq!(nodes_of(&jobs).len(), 5, "never succeeded: every node");
 }
+
+#[tokio::test]
+async fn a_host_ip_is_named_only_when_the_template_declares_it() {
+    let with_host_ip = |name: &str, node: &str, host_ip: &str, pod_ip: &str| {
+        let mut pod = agent(name, node, host_ip, pod_ip, "Running");
+        pod["spec"]["containers"][0]["ports"][0]["hostIP"] = json!(host_ip);
+        pod
+    };
+    let pods = vec![
+        with_host_ip("statsd-a", "node-a", "192.0.2.1", "10.244.1.5"),
+        with_host_ip("statsd-b", "node-b", "192.0.2.2", "10.244.2.5"),
+    ];
+    let (mut inner, jobs) = sweep_cluster(pods, &[], None, 500);
+    // The template declares node-b's address only: the policy admits no
+    // other beside `local`.
+    let route: Route = Box::new(move |s: &Seen| match (&s.method, s.path.as_str()) {
+        (&Method::GET, CRONJOB) => {
+            let mut t = template();
+            t["metadata"]["annotations"] = json!({"flush-conntrack/addresses": "192.0.2.2"});
+            ok(t)
+        }
+        _ => inner(s),
+    });
+    let (client, _) = serve(route);
+    flush_conntrack::cluster::sweep::run(&client, NS, &sweep_plan(&[])).await.expect("sweep succeeds");
+    let jobs = jobs.lock().unwrap().clone();
+    for (node, target) in [("node-a", "local"), ("node-b", "192.0.2.2")] {
+        let job = jobs.iter().find(|j| j["metadata"]["labels"]["flush-conntrack/node"] == node).expect(node);
+        let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert!(
+            env.as_array().unwrap().contains(&json!({"name": "TARGET_IP", "value": target})),
+            "{node}: {env}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_squatted_name_does_not_stop_the_sweep() {
+    let pods = vec![agent("statsd-a", "node-a", "192.0.2.1", "10.244.1.5", "Running")];
+    let (mut inner, jobs) = sweep_cluster(pods, &[], None, 500);
+    // The name the sweep computes for node-a is held by a dry run that
+    // claims to be this run's.
+    let squatter: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
+    let route: Route = Box::new(move |s: &Seen| match (&s.method, s.path.as_str()) {
+        (&Method::POST, JOBS) => match s.body["metadata"]["generateName"].as_str() {
+            Some(prefix) => {
+                let mut renamed = s.clone();
+                renamed.body["metadata"]["name"] = json!(format!("{prefix}gen01"));
+                inner(&renamed)
+            }
+            None => {
+                let mut taken = s.body.clone();
+                for e in taken["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut()? {
+                    if e["name"] == "DRY_RUN" {
+                        e["value"] = json!("true");
+                    }
+                }
+                *squatter.lock().unwrap() = Some(taken);
+                Some((409, status(409, "AlreadyExists", "jobs.batch already exists").to_string()))
+            }
+        },
+        (&Method::GET, p) if p.starts_with(&format!("{JOBS}/flush-node-a-")) && !p.ends_with("gen01") => {
+            ok(squatter.lock().unwrap().clone()?)
+        }
+        _ => inner(s),
+    });
+    let (client, seen) = serve(route);
+    let s = sweep_plan(&[("POD_NAME", "sweep-x"), ("POD_NAMESPACE", "flush-conntrack")]);
+    flush_conntrack::cluster::sweep::run(&client, NS, &s).await.expect("the sweep flushed node-a");
+    let jobs = jobs.lock().unwrap().clone();
+    assert_eq!(jobs.len(), 1);
+    let name = jobs[0]["metadata"]["name"].as_str().unwrap();
+    assert!(name.starts_with("flush-node-a-") && name.ends_with("-gen01"), "{name}");
+    let env = &jobs[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(env.as_array().unwrap().contains(&json!({"name": "DRY_RUN", "value": "false"})), "{env}");
+    let reasons: Vec<(String, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == Method::POST && s.path.ends_with("/events"))
+        .map(|s| (s.body["reason"].as_str().unwrap().to_owned(), s.body["type"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(reasons.contains(&("FlushJobNameTaken".into(), "Warning".into())), "{reasons:?}");
+    assert!(reasons.contains(&("Flushed".into(), "Normal".into())), "{reasons:?}");
+}

@@ -11,6 +11,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::job::{state, JobState};
 use super::job_template::NODE_ANNOTATION;
+use crate::config::values;
+use crate::config::variables::name;
 
 /// How far before the last success a sweep still looks: for clocks that
 /// disagree, and for what changed while that sweep ran (it lists pods at
@@ -42,27 +44,37 @@ pub fn changed_since(pod: &Pod, since: Timestamp) -> bool {
     })
 }
 
+/// Whether a Job is a dry run: it deletes nothing, so it says nothing about
+/// whether the node's stale entries are gone. Read from its container's
+/// `DRY_RUN` as the flush itself reads it.
+pub fn is_dry_run(job: &Job) -> bool {
+    let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    let env = pod.into_iter().flat_map(|p| p.containers.iter()).flat_map(|c| c.env.iter().flatten());
+    env.filter(|v| v.name == name::DRY_RUN)
+        .any(|v| values::boolean(name::DRY_RUN, v.value.as_deref().unwrap_or_default()).unwrap_or(false))
+}
+
 /// The nodes whose most recent flush Job failed: a failure is retried at
-/// the next sweep, changed or not.
+/// the next sweep, changed or not. Dry runs do not count (a dry run that
+/// succeeded after a failure would hide it); of two Jobs created in the
+/// same second, a failed one decides, since a needless retry costs one
+/// flush and a missed one leaves entries stale.
 pub fn failed_nodes(jobs: &[Job]) -> BTreeSet<String> {
-    let mut latest: BTreeMap<String, &Job> = BTreeMap::new();
-    for job in jobs {
+    let mut latest: BTreeMap<String, (Option<Timestamp>, bool)> = BTreeMap::new();
+    for job in jobs.iter().filter(|j| !is_dry_run(j)) {
         let Some(node) = job.metadata.annotations.as_ref().and_then(|a| a.get(NODE_ANNOTATION)) else {
             continue;
         };
         let created = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let newer = latest
-            .get(node)
-            .map_or(true, |other| other.metadata.creation_timestamp.as_ref().map(|t| t.0) < created);
+        let failed = matches!(state(job), JobState::Failed { .. });
+        let newer = latest.get(node).map_or(true, |&(other, other_failed)| {
+            created > other || (created == other && failed && !other_failed)
+        });
         if newer {
-            latest.insert(node.clone(), job);
+            latest.insert(node.clone(), (created, failed));
         }
     }
-    latest
-        .into_iter()
-        .filter(|(_, job)| matches!(state(job), JobState::Failed { .. }))
-        .map(|(node, _)| node)
-        .collect()
+    latest.into_iter().filter(|(_, (_, failed))| *failed).map(|(node, _)| node).collect()
 }
 
 #[cfg(test)]
@@ -118,16 +130,20 @@ mod tests {
         assert_eq!(covered_until(&cronjob), Some(at("2026-11-26T12:05:00Z")));
     }
 
+    fn flush_job(node: &str, created: &str, condition: &str, dry_run: &str) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("flush-{node}-{created}"), "creationTimestamp": created,
+                         "annotations": {"flush-conntrack/node": node}},
+            "spec": {"template": {"spec": {"containers": [{"name": "flush", "env": [
+                {"name": "MODE", "value": "flush"}, {"name": "DRY_RUN", "value": dry_run}]}]}}},
+            "status": {"conditions": [{"type": condition, "status": "True"}]}
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn the_latest_job_of_each_node_decides() {
-        let job = |node: &str, created: &str, condition: &str| -> Job {
-            serde_json::from_value(json!({
-                "metadata": {"name": format!("flush-{node}-{created}"), "creationTimestamp": created,
-                             "annotations": {"flush-conntrack/node": node}},
-                "status": {"conditions": [{"type": condition, "status": "True"}]}
-            }))
-            .unwrap()
-        };
+        let job = |node: &str, created: &str, condition: &str| flush_job(node, created, condition, "false");
         let jobs = vec![
             job("node-a", "2026-11-26T10:00:00Z", "Failed"),
             job("node-a", "2026-11-26T11:00:00Z", "Complete"),
@@ -136,5 +152,30 @@ mod tests {
             job("node-c", "2026-11-26T11:00:00Z", "Complete"),
         ];
         assert_eq!(failed_nodes(&jobs), BTreeSet::from(["node-b".to_owned()]));
+    }
+
+    #[test]
+    fn a_dry_run_after_a_failure_does_not_hide_it() {
+        let jobs = vec![
+            flush_job("node-a", "2026-11-26T10:00:00Z", "Failed", "false"),
+            flush_job("node-a", "2026-11-26T11:00:00Z", "Complete", "true"),
+            flush_job("node-b", "2026-11-26T10:00:00Z", "Failed", "false"),
+            flush_job("node-b", "2026-11-26T11:00:00Z", "Complete", "false"),
+            // Only a failed dry run: nothing was to be deleted, nothing to retry.
+            flush_job("node-c", "2026-11-26T11:00:00Z", "Failed", "true"),
+        ];
+        assert_eq!(failed_nodes(&jobs), BTreeSet::from(["node-a".to_owned()]));
+        assert!(is_dry_run(&jobs[1]) && !is_dry_run(&jobs[0]));
+        // Spelled as the flush reads it.
+        assert!(is_dry_run(&flush_job("n", "2026-11-26T11:00:00Z", "Complete", " TRUE")));
+    }
+
+    #[test]
+    fn of_two_jobs_created_in_the_same_second_a_failure_decides() {
+        let same = "2026-11-26T11:00:00Z";
+        for order in [["Failed", "Complete"], ["Complete", "Failed"]] {
+            let jobs: Vec<Job> = order.iter().map(|c| flush_job("node-a", same, c, "false")).collect();
+            assert_eq!(failed_nodes(&jobs), BTreeSet::from(["node-a".to_owned()]), "{order:?}");
+        }
     }
 }

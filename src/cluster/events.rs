@@ -37,6 +37,20 @@ pub fn job_created(job: &str, namespace: &str, node: &str) -> Note {
     }
 }
 
+/// Someone created a Job under the name this flush is known by, and it is
+/// not this flush: the flush runs under another name, and this says so.
+pub fn name_taken(taken: &str, job: &str, namespace: &str, node: &str) -> Note {
+    Note {
+        warning: true,
+        reason: "FlushJobNameTaken",
+        note: format!(
+            "a Job named {namespace}/{taken} exists and is not this flush of node {node} (another node, \
+             target, DRY_RUN or image): the flush runs as {namespace}/{job} instead; find out who created \
+             {taken}"
+        ),
+    }
+}
+
 pub fn flushed(summary: &Summary, job: &str, namespace: &str, node: &str) -> Note {
     let verb = if summary.dry_run { "would delete" } else { "deleted" };
     Note {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::ctnetlink::Protocol;
-use crate::flush::selection::Selection;
+use crate::flush::selection::{canonical, Selection};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFlush {
@@ -101,6 +101,21 @@ pub fn plan(pods: &[Pod], protocols: &[Protocol]) -> Vec<NodeFlush> {
         n.selection.ports.sort_by_key(|r| *r.start());
     }
     plan
+}
+
+/// Keeps the selection within what the admission policy admits: a hostIP
+/// the template does not declare is flushed as `local` (it is one of the
+/// node's addresses, so nothing stale is missed; more local addresses are
+/// covered). Returns the hostIPs so replaced.
+pub fn within_declared(selection: &mut Selection, declared: &[IpAddr]) -> Vec<IpAddr> {
+    let declared: Vec<IpAddr> = declared.iter().map(|ip| canonical(*ip)).collect();
+    let (kept, widened): (Vec<IpAddr>, Vec<IpAddr>) =
+        selection.ips.iter().partition(|ip| declared.contains(&canonical(**ip)));
+    if !widened.is_empty() {
+        selection.local = true;
+    }
+    selection.ips = kept;
+    widened
 }
 
 #[cfg(test)]
@@ -201,5 +216,25 @@ mod tests {
         }))
         .unwrap();
         assert!(plan(&[unscheduled], &[Protocol::Udp]).is_empty());
+    }
+
+    #[test]
+    fn a_host_ip_is_named_only_when_the_template_declares_it() {
+        let port = |ip: &str| serde_json::json!([{"containerPort": 53, "hostPort": 53, "protocol": "UDP", "hostIP": ip}]);
+        let pods = vec![
+            pod("dns", "node-a", "Running", "192.0.2.1", "10.244.1.6", port("192.0.2.9")),
+            pod("other", "node-a", "Running", "192.0.2.1", "10.244.1.7", port("192.0.2.8")),
+        ];
+        let mut flush = plan(&pods, &[Protocol::Udp]).remove(0).selection;
+        assert!(!flush.local, "both ports have their own hostIP: {flush:?}");
+        let declared: Vec<IpAddr> = vec!["192.0.2.9".parse().unwrap()];
+        let widened = within_declared(&mut flush, &declared);
+        assert_eq!(widened, vec!["192.0.2.8".parse::<IpAddr>().unwrap()]);
+        assert_eq!(flush.ips, declared, "the declared one stays named");
+        assert!(flush.local, "the other is served by local");
+
+        let mut all_declared = plan(&pods[..1], &[Protocol::Udp]).remove(0).selection;
+        assert!(within_declared(&mut all_declared, &declared).is_empty());
+        assert!(!all_declared.local, "nothing widened when every hostIP is declared");
     }
 }

@@ -1,5 +1,6 @@
 //! One flush Job's life through the API: the template it is made from, its
-//! creation (or adoption, when a restarted trigger made it already), its
+//! creation (or adoption, when a restarted trigger made the same flush
+//! already; a Job squatting its name is not adopted), its
 //! outcome and the summary its pod left behind.
 
 use std::time::Duration;
@@ -12,7 +13,7 @@ use kube::{Api, Client};
 use tokio::time::Instant;
 
 use super::api::{call, ApiError, Call};
-use super::job_template::{self, FlushOrder, NODE_ANNOTATION, RUN_ANNOTATION};
+use super::job_template::{self, FlushOrder};
 use crate::error::Error;
 use crate::report::Summary;
 
@@ -29,9 +30,22 @@ pub async fn template(client: &Client, namespace: &str, name: &str) -> Result<Cr
     })
 }
 
-/// Creates the Job, or adopts the one a previous run of the same trigger
-/// made (same name, same node and run): never a second one.
-pub async fn create_or_adopt(client: &Client, job: &Job, order: &FlushOrder<'_>) -> Result<Job, Error> {
+/// The Job a run waits for, and the name it could not have.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub job: Job,
+    /// The name the flush is known by, taken by a Job that runs another
+    /// flush: ours was created under a generated name instead.
+    pub taken: Option<String>,
+}
+
+/// Creates the Job, or adopts the one that already runs this very flush
+/// (a restarted trigger finds the Job it made). A Job under our name that
+/// runs anything else (another node, target, `KEEP_DNAT_TO`, `DRY_RUN` or
+/// image) is never adopted, whatever its labels and annotations claim: ours
+/// is created beside it under a generated name, so that squatting a name
+/// cannot stop a flush.
+pub async fn create_or_adopt(client: &Client, job: &Job, order: &FlushOrder<'_>) -> Result<Placed, Error> {
     let namespace = job.metadata.namespace.clone().unwrap_or_default();
     let name = job.metadata.name.clone().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
@@ -40,23 +54,29 @@ pub async fn create_or_adopt(client: &Client, job: &Job, order: &FlushOrder<'_>)
     match call(|| jobs.create(&params, job)).await {
         Ok(created) => {
             tracing::info!(job = %name, %namespace, node = order.node, "created the flush Job");
-            Ok(created)
+            return Ok(Placed { job: created, taken: None });
         }
-        Err(ApiError::Status { code: 409, .. }) => {
-            let existing = call(|| jobs.get(&name))
-                .await
-                .map_err(|e| e.explain(&Call::new("get", "jobs", &namespace)))?;
-            let annotations = existing.metadata.annotations.clone().unwrap_or_default();
-            let ours = annotations.get(NODE_ANNOTATION).map(String::as_str) == Some(order.node)
-                && annotations.get(RUN_ANNOTATION).map(String::as_str) == Some(order.run);
-            if !ours {
-                return Err(Error::NameTaken { namespace, name });
-            }
-            tracing::info!(job = %name, %namespace, node = order.node, "adopted the flush Job an earlier run created");
-            Ok(existing)
-        }
-        Err(e) => Err(e.explain(&create)),
+        Err(ApiError::Status { code: 409, .. }) => {}
+        Err(e) => return Err(e.explain(&create)),
     }
+    let existing =
+        call(|| jobs.get(&name)).await.map_err(|e| e.explain(&Call::new("get", "jobs", &namespace)))?;
+    if job_template::same_flush(&existing, job) {
+        tracing::info!(job = %name, %namespace, node = order.node, "adopted the flush Job that already runs this flush");
+        return Ok(Placed { job: existing, taken: None });
+    }
+    let renamed = job_template::renamed(job);
+    let created = call(|| jobs.create(&params, &renamed)).await.map_err(|e| e.explain(&create))?;
+    let given = created.metadata.name.clone().unwrap_or_default();
+    tracing::warn!(
+        job = %given,
+        taken = %name,
+        %namespace,
+        node = order.node,
+        "a Job named {name} exists and is not this flush (another node, target, DRY_RUN or image): \
+         created the flush Job under a generated name instead"
+    );
+    Ok(Placed { job: created, taken: Some(name) })
 }
 
 /// Where a Job stands, from its conditions.

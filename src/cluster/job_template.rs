@@ -4,10 +4,12 @@
 //! every taint, told what to flush. Pure.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
+    Affinity, Container, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -17,6 +19,9 @@ pub const NODE_LABEL: &str = "flush-conntrack/node";
 pub const NODE_ANNOTATION: &str = "flush-conntrack/node";
 /// Which run made the Job: the trigger pod's UID, or the sweep's run.
 pub const RUN_ANNOTATION: &str = "flush-conntrack/run";
+/// On the template: the addresses besides `local` that a flush Job may name
+/// in `TARGET_IP` (comma-separated); the admission policy reads the same.
+pub const ADDRESSES_ANNOTATION: &str = "flush-conntrack/addresses";
 /// What kubectl writes on a Job made from a CronJob by hand.
 const INSTANTIATE_ANNOTATION: &str = "cronjob.kubernetes.io/instantiate";
 
@@ -56,6 +61,18 @@ pub fn job_name(template: &str, order: &FlushOrder) -> String {
     format!("{base}-{suffix}")
 }
 
+/// The same Job under a name the API server generates from ours: one that
+/// nobody can take before it is made.
+pub fn renamed(job: &Job) -> Job {
+    let mut job = job.clone();
+    let name = job.metadata.name.take().unwrap_or_default();
+    // The server appends 5 characters to at most 58: the Job's name must
+    // stay a label value (63).
+    let head = name.get(..57).unwrap_or(&name).trim_end_matches('-');
+    job.metadata.generate_name = Some(format!("{head}-"));
+    job
+}
+
 /// A label value naming the node: the name itself when it fits.
 pub fn node_label_value(node: &str) -> String {
     let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
@@ -92,6 +109,71 @@ impl Fnv {
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
+}
+
+/// The addresses the template declares in [`ADDRESSES_ANNOTATION`]; items
+/// that are not addresses are skipped (the policy then refuses any Job
+/// naming them, and so does the flush).
+pub fn declared_addresses(template: &CronJob) -> Vec<IpAddr> {
+    let annotations = template.metadata.annotations.as_ref();
+    let value = annotations.and_then(|a| a.get(ADDRESSES_ANNOTATION)).map(String::as_str).unwrap_or_default();
+    value.split(',').filter_map(|item| item.trim().parse::<IpAddr>().ok()).collect()
+}
+
+/// The one node a Job's required node affinity pins it to.
+fn pinned_node(job: &Job) -> Option<&str> {
+    let pod = job.spec.as_ref()?.template.spec.as_ref()?;
+    let required = pod.affinity.as_ref()?.node_affinity.as_ref()?;
+    let terms = &required.required_during_scheduling_ignored_during_execution.as_ref()?.node_selector_terms;
+    let [term] = terms.as_slice() else { return None };
+    if term.match_expressions.as_ref().is_some_and(|e| !e.is_empty()) {
+        return None;
+    }
+    let [field] = term.match_fields.as_deref()? else { return None };
+    let [node] = field.values.as_deref()? else { return None };
+    (field.key == "metadata.name" && field.operator == "In").then_some(node.as_str())
+}
+
+fn only_container(job: &Job) -> Option<&Container> {
+    let [container] = job.spec.as_ref()?.template.spec.as_ref()?.containers.as_slice() else { return None };
+    Some(container)
+}
+
+/// The container's variables by name; `None` when one is not a plain value
+/// or is set twice. The API server stores an empty value as no value.
+fn plain_env(container: &Container) -> Option<BTreeMap<&str, &str>> {
+    let mut env = BTreeMap::new();
+    for var in container.env.iter().flatten() {
+        if var.value_from.is_some() {
+            return None;
+        }
+        if env.insert(var.name.as_str(), var.value.as_deref().unwrap_or_default()).is_some() {
+            return None;
+        }
+    }
+    Some(env)
+}
+
+/// Whether an existing Job runs the flush `wanted` describes: the same
+/// node (affinity and annotation), image and variables (the selection,
+/// `KEEP_DNAT_TO`, `DRY_RUN` and the template's own). Its name, labels and
+/// run annotation prove nothing: anyone who may create Jobs can write
+/// them, and a Job squatting our name must not stand in for our flush.
+pub fn same_flush(existing: &Job, wanted: &Job) -> bool {
+    let node_annotation =
+        |job: &Job| job.metadata.annotations.as_ref().and_then(|a| a.get(NODE_ANNOTATION)).cloned();
+    let (Some(node), Some(mine), Some(theirs)) =
+        (pinned_node(wanted), only_container(wanted), only_container(existing))
+    else {
+        return false;
+    };
+    let env = plain_env(theirs);
+    pinned_node(existing) == Some(node)
+        && node_annotation(existing).as_deref() == Some(node)
+        && mine.image.is_some()
+        && theirs.image == mine.image
+        && env.is_some()
+        && env == plain_env(mine)
 }
 
 /// The Job `kubectl create job NAME --from=cronjob/TEMPLATE` would create,
@@ -327,5 +409,97 @@ mod tests {
         assert!(
             matches!(flush_job(&t, "n", &order("u")), Err(TemplateError::NoContainers(n)) if n == "flush-conntrack-node")
         );
+    }
+
+    #[test]
+    fn the_declared_addresses_are_read_from_the_template() {
+        let mut t = template();
+        assert!(declared_addresses(&t).is_empty(), "none declared: only `local`");
+        t.metadata.annotations = Some(BTreeMap::from([(
+            ADDRESSES_ANNOTATION.to_owned(),
+            " 192.0.2.10, ,2001:db8::1,not-an-ip".to_owned(),
+        )]));
+        let want: Vec<IpAddr> = ["192.0.2.10", "2001:db8::1"].iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(declared_addresses(&t), want);
+    }
+
+    /// A Job as the API server returns it: an empty value stored as none.
+    fn stored(job: &Job) -> Job {
+        let mut v = serde_json::to_value(job).unwrap();
+        for e in v["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().unwrap() {
+            if e["value"] == "" {
+                e.as_object_mut().unwrap().remove("value");
+            }
+        }
+        v["metadata"]["resourceVersion"] = serde_json::json!("7");
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_the_same_flush_stands_for_ours() {
+        let mut o = order("uid-1");
+        o.env[4].1 = String::new(); // no KEEP_DNAT_TO: stored without a value
+        let wanted = flush_job(&template(), "n", &o).unwrap();
+        assert!(same_flush(&stored(&wanted), &wanted), "what a restarted trigger finds");
+        let other_run = flush_job(&template(), "n", &FlushOrder { run: "uid-2", ..o.clone() }).unwrap();
+        assert!(same_flush(&other_run, &wanted), "the flush is the same whoever made it");
+
+        fn env(job: &mut Job) -> &mut Vec<EnvVar> {
+            let pod = job.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+            pod.containers[0].env.as_mut().unwrap()
+        }
+        let set = |job: &mut Job, name: &str, value: &str| {
+            for var in env(job).iter_mut().filter(|v| v.name == name) {
+                var.value = Some(value.to_owned());
+            }
+        };
+        type Lie<'a> = Box<dyn Fn(&mut Job) + 'a>;
+        let lies: Vec<(&str, Lie<'_>)> = vec![
+            ("a dry run", Box::new(|j| set(j, "DRY_RUN", "true"))),
+            ("everything kept", Box::new(|j| set(j, "KEEP_DNAT_TO", "10.244.0.0,198.51.100.6"))),
+            ("another address", Box::new(|j| set(j, "TARGET_IP", "local"))),
+            ("another port", Box::new(|j| set(j, "TARGET_PORT", "8126"))),
+            ("a template variable changed", Box::new(|j| set(j, "LOG_FORMAT", "text"))),
+            (
+                "a variable added",
+                Box::new(|j| {
+                    env(j).push(EnvVar {
+                        name: "KERNEL_FLUSH".into(),
+                        value: Some("false".into()),
+                        value_from: None,
+                    })
+                }),
+            ),
+            (
+                "a variable twice",
+                Box::new(|j| {
+                    let again = env(j)[0].clone();
+                    env(j).push(again)
+                }),
+            ),
+            (
+                "another image",
+                Box::new(|j| {
+                    j.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image =
+                        Some("busybox".into())
+                }),
+            ),
+            (
+                "a node annotation that lies",
+                Box::new(|j| {
+                    j.metadata.annotations.as_mut().unwrap().insert(NODE_ANNOTATION.into(), "node-b".into());
+                }),
+            ),
+        ];
+        for (what, lie) in &lies {
+            let mut squatter = wanted.clone();
+            lie(&mut squatter);
+            assert!(!same_flush(&squatter, &wanted), "{what}");
+        }
+        let elsewhere = flush_job(&template(), "n", &FlushOrder { node: "node-b", ..o.clone() }).unwrap();
+        let mut labelled_ours = elsewhere.clone();
+        labelled_ours.metadata.annotations.as_mut().unwrap().insert(NODE_ANNOTATION.into(), "node-a".into());
+        assert!(!same_flush(&labelled_ours, &wanted), "pinned elsewhere, annotated as ours");
+        assert!(!same_flush(&elsewhere, &wanted), "another node's flush");
     }
 }

@@ -17,7 +17,7 @@ use super::churn;
 use super::events::{self, Regarding};
 use super::hostports::{self, NodeFlush};
 use super::job;
-use super::job_template::{FlushOrder, NODE_LABEL};
+use super::job_template::{self, FlushOrder, NODE_LABEL};
 use super::Options;
 use crate::config::job_env;
 use crate::ctnetlink::Protocol;
@@ -65,6 +65,15 @@ pub async fn run(client: &Client, namespace: &str, sweep: &Plan) -> Result<(), E
         return Ok(());
     }
     let template = job::template(client, namespace, &cluster.job_template).await?;
+    // The policy admits no other address than `local` and the declared
+    // ones; `local` covers a hostIP, which is an address of its node.
+    let declared = job_template::declared_addresses(&template);
+    for node in &mut plan {
+        let widened = hostports::within_declared(&mut node.selection, &declared);
+        if !widened.is_empty() {
+            tracing::info!(node = %node.node, host_ips = ?widened, "hostIPs not declared in {}: flushing them as `local`", job_template::ADDRESSES_ANNOTATION);
+        }
+    }
     // Unique per sweep run: the CronJob's pod, or the time for a run by hand.
     let run = cluster.run.clone().unwrap_or_else(|| {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos().to_string()).unwrap_or_default()
@@ -202,9 +211,14 @@ async fn one_node(
         print!("---\n{}", super::yaml(&job));
         return Ok(None);
     }
-    let job = job::create_or_adopt(client, &job, &order).await?;
+    let placed = job::create_or_adopt(client, &job, &order).await?;
     tracing::info!(node = %node.node, pods = ?node.pods, "flush Job for the node's hostPorts");
-    let name = job.metadata.name.clone().unwrap_or_default();
+    let name = placed.job.metadata.name.clone().unwrap_or_default();
+    if let (Some(pod), Some(taken)) = (sweep.cluster.pod.as_ref(), &placed.taken) {
+        let instance = pod.name.clone();
+        events::publish(client, pod, &events::name_taken(taken, &name, namespace, &node.node), &instance)
+            .await;
+    }
     let timeout = sweep.cluster.wait_timeout;
     if timeout.is_zero() {
         return Ok(None);

@@ -6,7 +6,7 @@
 
 mod cluster;
 pub mod job_env;
-mod values;
+pub(crate) mod values;
 pub mod variables;
 
 use std::ffi::OsString;

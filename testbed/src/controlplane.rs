@@ -1,8 +1,9 @@
 //! A real control plane on loopback: etcd, kube-apiserver (RBAC and Node
 //! authorization, service account tokens, a static admin token, Pod
 //! Security admission and ValidatingAdmissionPolicy as they ship) and
-//! kube-controller-manager (Job, CronJob, garbage collector and service
-//! account controllers), built from their Go modules by
+//! kube-controller-manager (Job, CronJob, garbage collector, service
+//! account and resource quota controllers: without the last, a
+//! ResourceQuota is never enforced), built from their Go modules by
 //! controlplane/build.sh.
 //!
 //! Two ways to have nodes. [`ControlPlane::start`] registers fake ones: a
@@ -280,7 +281,8 @@ impl ControlPlane {
             cp.kubectl(&["get", "--raw", "/readyz"]).status.success()
         })?;
         let mut controllers =
-            "job-controller,cronjob-controller,garbage-collector-controller,serviceaccount-controller"
+            "job-controller,cronjob-controller,garbage-collector-controller,serviceaccount-controller,\
+             resourcequota-controller"
                 .to_owned();
         if !kubelets.is_empty() {
             controllers.push_str(
