@@ -314,3 +314,87 @@ async fn a_squatted_name_does_not_stop_the_sweep() {
     assert!(reasons.contains(&("FlushJobNameTaken".into(), "Warning".into())), "{reasons:?}");
     assert!(reasons.contains(&("Flushed".into(), "Normal".into())), "{reasons:?}");
 }
+
+/// `inner`, except that each flush Job's watch reports what `outcome` says
+/// of its node: a condition (`Complete`, `Failed`), or nothing (it runs on).
+fn finishing(
+    mut inner: Route,
+    jobs: Arc<Mutex<Vec<Value>>>,
+    outcome: impl Fn(&str) -> Option<&'static str> + Send + 'static,
+) -> Route {
+    Box::new(move |s: &Seen| {
+        if s.method == Method::GET && s.path.starts_with(JOBS) && s.query.contains("watch=true") {
+            let name = s.query.split("metadata.name%3D").nth(1)?.split('&').next()?.to_owned();
+            let job = jobs.lock().unwrap().iter().find(|j| j["metadata"]["name"] == name).cloned()?;
+            let node = job["metadata"]["annotations"]["flush-conntrack/node"].as_str()?.to_owned();
+            return match outcome(&node) {
+                Some(condition) => watch_event("MODIFIED", &with_condition(&job, condition)),
+                None => watch_event("MODIFIED", &job),
+            };
+        }
+        // Why a Job that timed out has no pod: no FailedCreate here.
+        if s.method == Method::GET && s.path == "/api/v1/namespaces/flush-conntrack/events" {
+            return ok(json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": []}));
+        }
+        inner(s)
+    })
+}
+
+#[tokio::test]
+async fn a_dry_run_sweep_creates_nothing_and_tells_nobody() {
+    let (route, jobs) = churned_cluster(3, &[], &[], None, 500);
+    let (client, seen) = serve(route);
+    let plan = sweep_plan(&[("DRY_RUN", "true"), ("POD_NAME", "sweep-x"), ("POD_NAMESPACE", NS)]);
+    flush_conntrack::cluster::sweep::run(&client, NS, &plan).await.expect("a dry run succeeds");
+    assert!(jobs.lock().unwrap().is_empty());
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|s| s.method == Method::GET), "reads only: {seen:?}");
+}
+
+/// One WAIT_TIMEOUT bounds the whole sweep, not each node: with one Job
+/// at a time and none finishing, three nodes take one timeout, not three.
+#[tokio::test(start_paused = true)]
+async fn one_wait_timeout_bounds_the_whole_sweep() {
+    let (route, jobs) = churned_cluster(3, &[], &[], None, 500);
+    let route = finishing(route, jobs.clone(), |_| None);
+    let (client, _) = serve(route);
+    let plan = sweep_plan(&[("WAIT_TIMEOUT", "10"), ("SWEEP_PARALLELISM", "1")]);
+    let started = tokio::time::Instant::now();
+    let result = flush_conntrack::cluster::sweep::run(&client, NS, &plan).await;
+    let took = started.elapsed();
+    let error = result.expect_err("no node finished");
+    assert!(matches!(error, flush_conntrack::error::Error::SweepFailed { failed: 3, total: 3 }), "{error:?}");
+    assert!(took >= std::time::Duration::from_secs(10), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(12), "one timeout for the whole sweep: {took:?}");
+    assert_eq!(nodes_of(&jobs).len(), 3);
+}
+
+/// A node whose flush fails: a Warning on the sweep's pod naming it, the
+/// others still flushed, and the sweep exits non-zero (4).
+#[tokio::test]
+async fn a_failed_node_is_a_warning_on_the_sweep_pod_and_fails_the_sweep() {
+    let (route, jobs) = churned_cluster(3, &[], &[], None, 500);
+    let route = finishing(route, jobs, |node| Some(if node == "node-1" { "Failed" } else { "Complete" }));
+    let (client, seen) = serve(route);
+    let plan = sweep_plan(&[("POD_NAME", "sweep-x"), ("POD_NAMESPACE", NS)]);
+    let error = flush_conntrack::cluster::sweep::run(&client, NS, &plan).await.expect_err("node-1 failed");
+    assert!(matches!(error, flush_conntrack::error::Error::SweepFailed { failed: 1, total: 3 }), "{error:?}");
+    assert_eq!(error.exit_code(), 4);
+    let told: Vec<(String, String, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == Method::POST && s.path.ends_with("/events"))
+        .map(|s| {
+            let text = |k: &str| s.body[k].as_str().unwrap_or_default().to_owned();
+            (text("type"), text("reason"), text("note"))
+        })
+        .collect();
+    let failed: Vec<_> = told.iter().filter(|(_, reason, _)| reason == "FlushFailed").collect();
+    assert_eq!(failed.len(), 1, "{told:?}");
+    assert_eq!(failed[0].0, "Warning");
+    assert!(failed[0].2.contains("node-1"), "{told:?}");
+    assert_eq!(told.iter().filter(|(_, reason, _)| reason == "Flushed").count(), 2, "{told:?}");
+    let done = told.iter().find(|(_, reason, _)| reason == "SweepDone").expect("SweepDone");
+    assert!(done.2.contains("2 flushed, 1 failed"), "{done:?}");
+}

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 static void stop(int signal) {
@@ -27,7 +28,11 @@ int main(void) {
         perror("udp-echo: bind :8125");
         return 1;
     }
-    printf("udp-echo %s listening on :8125/udp\n", host);
+    /* When it listens, by its own clock: the container log's time is when
+     * containerd copied the line, which a busy containerd delays. */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    printf("udp-echo %s listening on :8125/udp at %lld.%09ld\n", host, (long long)now.tv_sec, now.tv_nsec);
     fflush(stdout);
     for (;;) {
         struct sockaddr_in from;

@@ -585,9 +585,15 @@ fn volumes_empty(volumes: Option<&Value>) -> bool {
     volumes.and_then(Value::as_array).is_some_and(Vec::is_empty)
 }
 
-/// When the agent logged that it listens: the CRI log line's own time.
+/// When the agent listened: the time it wrote in its "listening" line, by
+/// its own clock (`at SECONDS.NANOS`); without one, the container log's
+/// time, which is when containerd copied the line.
 pub fn listening_at(log: &str) -> Option<std::time::SystemTime> {
     let line = log.lines().find(|l| l.contains(" listening on "))?;
+    if let Some(own) = line.rsplit_once(" at ").and_then(|(_, t)| t.trim().split_once('.')) {
+        let (seconds, nanos) = (own.0.parse::<u64>().ok()?, own.1.parse::<u32>().ok()?);
+        return Some(std::time::UNIX_EPOCH + Duration::new(seconds, nanos));
+    }
     let stamp: k8s_openapi::jiff::Timestamp = line.split(' ').next()?.parse().ok()?;
     let nanos = u64::try_from(stamp.as_nanosecond()).ok()?;
     Some(std::time::UNIX_EPOCH + Duration::from_nanos(nanos))
@@ -801,5 +807,9 @@ mod tests {
         let expected: k8s_openapi::jiff::Timestamp = "2026-12-01T08:00:00.25Z".parse().unwrap();
         assert_eq!(at.map(|d| d.as_nanos() as i128), Some(expected.as_nanosecond()));
         assert_eq!(listening_at("2026-12-01T08:00:00Z stdout F starting\n"), None);
+        let own =
+            "2026-12-01T08:00:01.5Z stdout F udp-echo x listening on :8125/udp at 1764576000.250000000\n";
+        let at = listening_at(own).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        assert_eq!(at, Some(Duration::new(1_764_576_000, 250_000_000)), "its own clock first");
     }
 }
