@@ -210,6 +210,83 @@ fn sweep_runs_as_the_sweeper_account(cp: &ControlPlane) {
     );
     assert_eq!(reasons.iter().filter(|r| **r == "SweepDone").count(), 1, "{reasons:?}");
     sweep_visits_only_what_changed_since_its_last_success(cp, &sweeper);
+    a_failed_node_is_told_and_retried_by_the_next_sweep(cp, &sweeper);
+}
+
+/// The sweep's failure path end to end: node-c's flush pod fails (exit 3,
+/// as without NET_ADMIN), the Job controller fails its Job, the sweep puts
+/// a Warning on its pod and exits 4; the next sweep, with a success
+/// recorded after it and nothing changed, visits node-c alone.
+fn a_failed_node_is_told_and_retried_by_the_next_sweep(cp: &ControlPlane, sweeper: &Path) {
+    cp.failing.lock().unwrap().push("node-c".to_owned());
+    let env = |run: &'static str| {
+        vec![
+            ("MODE", "sweep"),
+            ("SWEEP_SELECTOR", "app.kubernetes.io/name=statsd"),
+            ("SWEEP_NAMESPACE", "monitoring"),
+            ("FULL_SWEEP", "true"),
+            ("POD_UID", run),
+            ("POD_NAME", run),
+            ("POD_NAMESPACE", NS),
+            ("WAIT_TIMEOUT", "120"),
+        ]
+    };
+    let out = run_binary(sweeper, &env("sweep-fails-1"));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let warnings = events_on(cp, "sweep-fails-1");
+    let failed: Vec<&(String, String, String)> =
+        warnings.iter().filter(|(_, r, _)| r == "FlushFailed").collect();
+    assert_eq!(failed.len(), 1, "{warnings:?}");
+    assert_eq!(failed[0].0, "Warning");
+    assert!(failed[0].2.contains("node-c"), "{warnings:?}");
+    cp.failing.lock().unwrap().clear();
+
+    // Covered up to now (less the sweep's margin), nothing changed since.
+    let last = k8s_openapi::jiff::Timestamp::now()
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(600))
+        .expect("a time");
+    let status = json!({"status": {"lastSuccessfulTime": last.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}});
+    ok(
+        cp.kubectl(&[
+            "-n",
+            NS,
+            "patch",
+            "cronjob",
+            "flush-conntrack-sweep",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ]),
+        "record a success",
+    );
+    let mut next = env("sweep-fails-2");
+    next.retain(|(k, _)| *k != "FULL_SWEEP");
+    let out = run_binary(sweeper, &next);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let made: Vec<String> = jobs(cp, "flush-conntrack/node")
+        .into_iter()
+        .filter(|j| j["metadata"]["annotations"]["flush-conntrack/run"] == "sweep-fails-2")
+        .filter_map(|j| j["metadata"]["annotations"]["flush-conntrack/node"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(made, ["node-c"], "only the node whose last flush failed: {}", text(&out));
+}
+
+/// flush-conntrack's Events on a pod of the flush namespace, as (type,
+/// reason, note).
+fn events_on(cp: &ControlPlane, pod: &str) -> Vec<(String, String, String)> {
+    let listed = ok(cp.kubectl(&["-n", NS, "get", "events.events.k8s.io", "-o", "json"]), "events");
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["regarding"]["name"] == pod && e["reportingController"] == "flush-conntrack")
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (text("type"), text("reason"), text("note"))
+        })
+        .collect()
 }
 
 /// With a success recorded on the sweep CronJob, the next sweep flushes

@@ -48,6 +48,9 @@ pub struct ControlPlane {
     kubelet: Option<JoinHandle<()>>,
     /// `namespace/pod` bound to which node, in order.
     pub bound: Arc<Mutex<Vec<(String, String)>>>,
+    /// Nodes where the stand-in kubelet fails flush pods, as a flush that
+    /// lost its privilege does (exit 3).
+    pub failing: Arc<Mutex<Vec<String>>>,
 }
 
 fn free_port() -> u16 {
@@ -251,6 +254,7 @@ impl ControlPlane {
             stop: Arc::new(AtomicBool::new(false)),
             kubelet: None,
             bound: Arc::new(Mutex::new(Vec::new())),
+            failing: Arc::new(Mutex::new(Vec::new())),
         };
         wait_until("etcd", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", client_port)).is_ok()
@@ -442,6 +446,7 @@ impl ControlPlane {
 
     fn start_kubelet(&mut self, nodes: Vec<(String, String)>) {
         let (admin, stop, bound) = (self.admin.clone(), self.stop.clone(), self.bound.clone());
+        let failing = self.failing.clone();
         self.kubelet = Some(std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
@@ -454,7 +459,7 @@ impl ControlPlane {
                 };
                 let Ok(client) = kube::Client::try_from(config) else { return };
                 while !stop.load(Ordering::Relaxed) {
-                    let _ = kubelet_pass(&client, &nodes, &bound).await;
+                    let _ = kubelet_pass(&client, &nodes, &bound, &failing).await;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             });
@@ -479,6 +484,7 @@ async fn kubelet_pass(
     client: &kube::Client,
     nodes: &[(String, String)],
     bound: &Mutex<Vec<(String, String)>>,
+    failing: &Mutex<Vec<String>>,
 ) -> Result<(), kube::Error> {
     let all: Api<Pod> = Api::all(client.clone());
     for pod in all.list(&ListParams::default()).await?.items {
@@ -520,7 +526,13 @@ async fn kubelet_pass(
                         (format!("10.244.{}.9", node.len()), format!("fd00:10:244:{}::9", node.len()));
                     (v4.clone(), json!([{"ip": v4}, {"ip": v6}]))
                 };
-                let status = if is_job {
+                let fails = failing.lock().is_ok_and(|f| f.contains(&node));
+                let status = if is_job && fails {
+                    json!({"phase": "Failed", "hostIP": address, "podIP": pod_ip, "containerStatuses": [{
+                        "name": cname, "image": image, "imageID": "", "ready": false, "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 3, "reason": "Error",
+                            "message": "no permission over the network namespace (EPERM)"}}}]})
+                } else if is_job {
                     json!({"phase": "Succeeded", "hostIP": address, "podIP": pod_ip, "containerStatuses": [{
                         "name": cname, "image": image, "imageID": "", "ready": false, "restartCount": 0,
                         "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": SUMMARY}}}]})
