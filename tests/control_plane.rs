@@ -58,6 +58,7 @@ fn against_a_real_control_plane() {
     spawn_runs_as_the_trigger_account(&cp);
     sweep_runs_as_the_sweeper_account(&cp);
     the_trigger_token_lasts_the_hour_it_asks_for(&cp);
+    the_trigger_reads_only_the_template(&cp);
     eprintln!("all scenarios passed in {:?}", started.elapsed());
 }
 
@@ -450,4 +451,26 @@ fn the_trigger_token_lasts_the_hour_it_asks_for(cp: &ControlPlane) {
     assert_eq!(asked, 3600);
     // What 3607 would have given: the check above can fail.
     assert!(token_for(3607) > 30 * 24 * 3600, "the API server extends 3607 s");
+}
+
+/// The spawner's `get` on CronJobs names one: the template. The trigger's
+/// own token, as the API server judges it.
+fn the_trigger_reads_only_the_template(cp: &ControlPlane) {
+    let trigger =
+        cp.pod_bound_kubeconfig("monitoring", "statsd", "statsd-reader-a", "node-a").expect("trigger token");
+    ok(cp.kubectl_as(&trigger, &["-n", NS, "get", "cronjob", "flush-conntrack-node"]), "the template");
+    for denied in [
+        vec!["-n", NS, "get", "cronjob", "flush-conntrack-sweep"],
+        vec!["-n", NS, "get", "cronjobs"],
+        vec!["-n", NS, "get", "jobs"],
+        vec!["-n", NS, "get", "secrets"],
+    ] {
+        let out = cp.kubectl_as(&trigger, &denied);
+        assert!(!out.status.success(), "{denied:?} was allowed");
+        assert!(
+            text(&out).contains("Forbidden") || text(&out).contains("forbidden"),
+            "{denied:?}: {}",
+            text(&out)
+        );
+    }
 }
