@@ -10,6 +10,7 @@ pub mod hostport;
 pub mod image;
 pub mod netns;
 pub mod node;
+pub mod recipe;
 pub mod require;
 pub mod scratch;
 pub mod story;
