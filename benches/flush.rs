@@ -6,6 +6,8 @@
 //! release binary, `conntrack -D` with the equivalent filter, and the
 //! kernel's own filtered flush. After every run it checks that exactly the
 //! stale entries are gone. BENCH_RUNS sets the runs per tool (default 5).
+//! The binary measured is the shipped one, built by the Dockerfile's build
+//! stage (testbed::recipe), not the one `cargo bench` builds.
 
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
@@ -15,7 +17,6 @@ use testbed::netns::Netns;
 use testbed::table::{self, udp_flows};
 use testbed::{floor, require};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");
 const OLD_POD: &str = "198.51.100.5";
 const NEW_POD: &str = "198.51.100.6";
 const OLD_POD6: &str = "2001:db8:1::5";
@@ -111,6 +112,9 @@ fn main() {
         return;
     }
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = testbed::recipe::shipped_binary(root).expect("the Dockerfile's build stage");
+    let bin = bin.to_str().expect("a UTF-8 path").to_owned();
     let max: usize = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -172,7 +176,7 @@ fn main() {
             }
             // Started through `ip netns exec` like conntrack: a process forked
             // from this one would carry the flows' pages into its peak RSS.
-            let run = measure(&ns, &env, &[BIN]);
+            let run = measure(&ns, &env, &[&bin]);
             verify(&ns, case, "flush-conntrack");
             ours.push(run.elapsed);
             rss = rss.max(run.max_rss_kib);

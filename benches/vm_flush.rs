@@ -34,7 +34,7 @@ fn main() {
     let work = std::env::temp_dir().join(format!("fct-vm-bench-{}", std::process::id()));
     let (package, version) = vm::DEBIAN_KERNEL;
     let kernel = Kernel::debian(package, version).expect("kernel");
-    let flush = image::static_release_binary(root).expect("static binary");
+    let flush = testbed::recipe::shipped_binary(root).expect("static binary");
     let fill = image::static_example(root, "fill").expect("fill");
     let timeit = image::static_c(&root.join("testbed/images/timeit.c"), &work).expect("timeit");
 

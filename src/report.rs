@@ -29,13 +29,39 @@ pub struct Summary {
     pub elapsed_seconds: f64,
 }
 
+/// Said whenever a flush found no entry at all for its ports, so that
+/// `deleted: 0` is not read as "repaired": on a dataplane that keeps hostPort
+/// flows in its own BPF maps (Cilium's kube-proxy replacement, Calico's eBPF
+/// dataplane, GKE Dataplane V2) this table never holds them.
+pub const NOTHING_FOR_THE_PORTS: &str = "no conntrack entry at all for the target ports in this table: \
+     nothing was stale here, and nothing was repaired; if clients are sending to these ports, their flows \
+     are not in this conntrack table (a BPF dataplane keeps its own, which this tool does not touch)";
+
 impl Summary {
+    /// No entry to the target addresses and ports came back at all: none
+    /// stale, none kept, none deleted in the kernel. `scanned` alone would
+    /// not say so, since it counts what the kernel's filter let through,
+    /// which on kernels before 5.8 (or for IPv6 addresses) is more than the
+    /// selection.
+    pub fn found_nothing(&self) -> bool {
+        self.matched == 0 && self.kept == 0 && self.kernel_flushed == 0
+    }
+
+    /// The summary line's message.
+    pub fn headline(&self) -> String {
+        let verb = if self.dry_run { "dry run: nothing deleted" } else { "flush done" };
+        match self.found_nothing() {
+            true => format!("{verb}: {NOTHING_FOR_THE_PORTS}"),
+            false => verb.to_owned(),
+        }
+    }
+
     pub fn set_elapsed(&mut self, elapsed: Duration) {
         self.elapsed_seconds = (elapsed.as_secs_f64() * 1e6).round() / 1e6;
     }
 
     pub fn log(&self) {
-        self.log_as(if self.dry_run { "dry run: nothing deleted" } else { "flush done" });
+        self.log_as(&self.headline());
     }
 
     /// The summary line under another message (a spawner reporting its Job).
@@ -80,6 +106,36 @@ mod tests {
             Summary { scanned: 10, matched: 4, deleted: 3, already_gone: 1, kept: 2, ..Summary::default() };
         s.set_elapsed(Duration::from_micros(34_567));
         s
+    }
+
+    #[test]
+    fn says_plainly_when_nothing_was_there() {
+        let empty = Summary { scanned: 0, ..Summary::default() };
+        assert!(empty.found_nothing());
+        assert!(
+            empty.headline().starts_with("flush done: no conntrack entry at all"),
+            "{}",
+            empty.headline()
+        );
+        assert!(empty.headline().contains("nothing was repaired"));
+        let dry = Summary { dry_run: true, ..Summary::default() };
+        assert!(dry.headline().starts_with("dry run: nothing deleted: no conntrack entry at all"));
+        // Entries of other ports the kernel could not filter out are still nothing for ours.
+        let unfiltered = Summary { scanned: 250, ..Summary::default() };
+        assert!(unfiltered.found_nothing());
+        // A kept entry is an entry for the ports: the flow reaches the live pod through this table.
+        let kept = Summary { scanned: 1, kept: 1, ..Summary::default() };
+        assert!(!kept.found_nothing());
+        assert_eq!(kept.headline(), "flush done");
+        assert!(!sample().found_nothing());
+        let in_kernel = Summary {
+            scanned: 8193,
+            matched: 9000,
+            deleted: 9000,
+            kernel_flushed: 807,
+            ..Summary::default()
+        };
+        assert_eq!(in_kernel.headline(), "flush done");
     }
 
     #[test]

@@ -491,3 +491,41 @@ fn target_ip_local_is_every_address_of_the_namespace_as_portmap_matches() {
     let left = table_keys(&ns);
     assert!(left.contains(&stale[0].key()) && left.contains(&stale[1].key()), "{left:?}");
 }
+
+#[test]
+fn a_table_with_nothing_for_the_ports_says_so_instead_of_a_bare_deleted_0() {
+    if !require::kernel_test("a_table_with_nothing_for_the_ports_says_so_instead_of_a_bare_deleted_0", TOOLS)
+    {
+        return;
+    }
+    // What a node on a BPF dataplane looks like to ctnetlink: other flows,
+    // none to the agent's port.
+    let other = [
+        Flow::udp("192.0.2.2", 40000, "192.0.2.1", 9125, "198.51.100.5"),
+        Flow::udp("192.0.2.3", 40001, "192.0.2.9", 8125, "198.51.100.5"),
+    ];
+    let ns = Netns::new("nothing-there");
+    for f in &other {
+        f.insert_with_conntrack(&ns);
+    }
+    let env = [("MODE", "flush"), ("TARGET_IP", "192.0.2.1"), ("TARGET_PORT", "8125")];
+    let out = flush(&ns, &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = summary(&out);
+    assert_eq!(counts(&s), [0, 0, 0, 0, 0]);
+    let message = s["fields"]["message"].as_str().or(s["message"].as_str()).unwrap_or_default();
+    assert!(message.contains("no conntrack entry at all for the target ports"), "{s}");
+    assert!(message.contains("nothing was repaired"), "{s}");
+    assert_eq!(table_keys(&ns), keys(&other), "nothing else is touched");
+
+    // One entry for the port, reaching the live pod: found, kept, and the
+    // plain summary.
+    Flow::udp("192.0.2.2", 40002, "192.0.2.1", 8125, "198.51.100.6").insert_with_conntrack(&ns);
+    let mut env = env.to_vec();
+    env.push(("KEEP_DNAT_TO", "198.51.100.6"));
+    let out = flush(&ns, &env);
+    let s = summary(&out);
+    assert_eq!(counts(&s), [0, 0, 0, 1, 0]);
+    let message = s["fields"]["message"].as_str().or(s["message"].as_str()).unwrap_or_default();
+    assert_eq!(message, "flush done", "{s}");
+}

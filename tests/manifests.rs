@@ -109,6 +109,47 @@ fn the_dockerfile_passes_hadolint() {
 }
 
 #[test]
+fn the_release_workflow_passes_actionlint() {
+    if !require::tools("the_release_workflow_passes_actionlint", &["actionlint"]) {
+        return;
+    }
+    let workflow = root().join(".github/workflows/release.yml");
+    let out = Command::new("actionlint").arg(&workflow).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What the README says the release does, as the workflow says it (it runs
+/// only on GitHub; this reads what it would do).
+#[test]
+fn the_release_builds_both_platforms_signs_and_attaches_sbom_and_provenance() {
+    let text = std::fs::read_to_string(root().join(".github/workflows/release.yml")).unwrap();
+    let workflow: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(workflow["on"]["push"]["tags"], serde_json::json!(["v*"]));
+    let job = &workflow["jobs"]["image"];
+    assert_eq!(job["permissions"]["id-token"], "write", "keyless signing needs the OIDC token");
+    let steps = job["steps"].as_array().unwrap();
+    let uses = |name: &str| steps.iter().find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with(name)));
+    let build = uses("docker/build-push-action@").expect("a build-push step");
+    assert_eq!(build["with"]["platforms"], "linux/amd64,linux/arm64");
+    assert_eq!(build["with"]["sbom"], true);
+    assert_eq!(build["with"]["provenance"], "mode=max");
+    assert!(build["with"]["outputs"].as_str().unwrap().contains("rewrite-timestamp=true"));
+    assert!(build["env"]["SOURCE_DATE_EPOCH"].is_string());
+    assert!(uses("sigstore/cosign-installer@").is_some());
+    assert!(
+        steps.iter().any(|s| s["run"]
+            .as_str()
+            .is_some_and(|r| r.contains("cosign sign --yes") && r.contains("@${DIGEST}"))),
+        "the pushed digest is signed"
+    );
+}
+
+#[test]
 fn no_wildcard_rbac_and_nothing_privileged_anywhere() {
     if !tools_ok("no_wildcard_rbac_and_nothing_privileged_anywhere") {
         return;

@@ -1,7 +1,9 @@
 //! The product as its users run it, on a real node (testbed::node): the
-//! image built from the Dockerfile's final stage, containerd and runc, the
-//! CNI bridge and portmap plugins, a kubelet joined to the real control
-//! plane, and the statsd overlay applied with kubectl. A client outside the
+//! image built from the Dockerfile (its build stage carried out here, then
+//! its final stage), containerd and runc, the CNI bridge and portmap
+//! plugins, a kubelet joined to the real control plane, and the statsd
+//! overlay installed as the README's Install says: the image pinned by
+//! digest with its `images:` entry, applied with kubectl. A client outside the
 //! node streams datagrams to the hostPort while the DaemonSet is replaced.
 
 use std::path::Path;
@@ -137,8 +139,8 @@ fn on_a_real_node() {
     let images = story::images(root(), work.path()).unwrap_or_else(|e| panic!("{e}"));
     let shipped = &images[0];
     eprintln!(
-        "image {}: {} bytes uncompressed, {} bytes compressed",
-        shipped.reference, shipped.uncompressed_bytes, shipped.compressed_bytes
+        "image {} ({}): {} bytes uncompressed, {} bytes compressed",
+        shipped.reference, shipped.digest, shipped.uncompressed_bytes, shipped.compressed_bytes
     );
     // The image is the Dockerfile's final stage, and small.
     assert!(shipped.uncompressed_bytes < 10_000_000, "{} bytes", shipped.uncompressed_bytes);

@@ -1,7 +1,7 @@
-//! The shipped image holds the binary and nothing else it could lean on: a
-//! static build must start, refuse bad input and flush with no file of the
-//! image but itself. It is built here with `+crt-static` (the Dockerfile
-//! builds for musl) and run chrooted into an empty directory.
+//! The shipped image holds the binary and nothing else it could lean on:
+//! the binary the Dockerfile's build stage builds (testbed::recipe) must
+//! start, refuse bad input and flush with no file of the image but itself,
+//! run chrooted into an empty directory.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,25 +12,7 @@ use testbed::{require, tool};
 
 fn static_binary() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target_dir = root.join("target/static");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--locked",
-            "--bin",
-            "flush-conntrack",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "static build failed");
-    target_dir.join("x86_64-unknown-linux-gnu/debug/flush-conntrack")
+    testbed::recipe::shipped_binary(&root).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

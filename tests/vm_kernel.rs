@@ -100,7 +100,7 @@ fn on_debian_12_linux_6_1() {
     let work = scratch.path();
     let (package, version) = vm::DEBIAN_KERNEL;
     let kernel = Kernel::debian(package, version).unwrap_or_else(|e| panic!("{e}"));
-    let flush = image::static_release_binary(root).unwrap_or_else(|e| panic!("{e}"));
+    let flush = testbed::recipe::shipped_binary(root).unwrap_or_else(|e| panic!("{e}"));
     let fill = image::static_example(root, "fill").unwrap_or_else(|e| panic!("{e}"));
     let nocap = image::static_c(&root.join("testbed/images/nocap.c"), work).unwrap_or_else(|e| panic!("{e}"));
 

@@ -52,6 +52,17 @@ pub fn name_taken(taken: &str, job: &str, namespace: &str, node: &str) -> Note {
 }
 
 pub fn flushed(summary: &Summary, job: &str, namespace: &str, node: &str) -> Note {
+    if summary.found_nothing() {
+        return Note {
+            warning: false,
+            reason: "Flushed",
+            note: format!(
+                "found no conntrack entry at all for its ports on node {node}: nothing was stale and nothing \
+                 was repaired; if clients are sending, their flows are not in the node's conntrack table \
+                 (a BPF dataplane keeps its own) (flush Job {namespace}/{job})"
+            ),
+        };
+    }
     let verb = if summary.dry_run { "would delete" } else { "deleted" };
     Note {
         warning: false,
@@ -69,6 +80,10 @@ pub fn flushed(summary: &Summary, job: &str, namespace: &str, node: &str) -> Not
 /// One node of a sweep, on the sweep's pod.
 pub fn node_flushed(summary: Option<&Summary>, node: &str) -> Note {
     let note = match summary {
+        Some(s) if s.found_nothing() => format!(
+            "node {node}: no conntrack entry at all for the agents' ports: nothing was stale and nothing was \
+             repaired"
+        ),
         Some(s) => format!(
             "node {node}: deleted {} stale conntrack entries, kept {}, {} failed",
             s.deleted, s.kept, s.failed
@@ -150,6 +165,27 @@ pub async fn publish(client: &Client, regarding: &Regarding, note: &Note, instan
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_that_says_nothing_was_there() {
+        let nothing = Summary { scanned: 0, ..Summary::default() };
+        let note = flushed(&nothing, "flush-node-a-1", "flush-conntrack", "node-a");
+        assert!(!note.warning);
+        assert!(
+            note.note.starts_with("found no conntrack entry at all for its ports on node node-a"),
+            "{}",
+            note.note
+        );
+        assert!(
+            note.note.contains("nothing was repaired") && !note.note.contains("deleted 0"),
+            "{}",
+            note.note
+        );
+        let note = node_flushed(Some(&nothing), "node-b");
+        assert!(note.note.starts_with("node node-b: no conntrack entry at all"), "{}", note.note);
+        let kept = Summary { scanned: 1, kept: 1, ..Summary::default() };
+        assert!(flushed(&kept, "j", "ns", "n").note.starts_with("deleted 0 stale conntrack entries"));
+    }
 
     #[test]
     fn an_event_on_the_trigger_pod() {

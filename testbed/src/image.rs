@@ -23,7 +23,7 @@ pub struct FinalStage {
 }
 
 /// Logical lines: comments dropped, `\` continuations joined.
-fn instructions(dockerfile: &str) -> Vec<String> {
+pub(crate) fn instructions(dockerfile: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     for line in dockerfile.lines() {
@@ -132,6 +132,9 @@ pub struct Image {
     pub entrypoint: Vec<String>,
     pub user: Option<String>,
     pub labels: Vec<(String, String)>,
+    /// Seconds since the epoch: the image's, its history's and its files'
+    /// times (`SOURCE_DATE_EPOCH`), so that one input gives one digest.
+    pub created: u64,
 }
 
 /// A built image: the archive `ctr images import` takes, and its size.
@@ -139,6 +142,11 @@ pub struct Image {
 pub struct Built {
     pub reference: String,
     pub archive: PathBuf,
+    /// The same image as an OCI archive, its manifest unchanged: what a
+    /// registry would hold under [`Built::digest`].
+    pub oci_archive: PathBuf,
+    /// The manifest's digest (`sha256:...`): what a pull pins.
+    pub digest: String,
     /// The layers as a registry stores and sends them (gzip).
     pub compressed_bytes: u64,
     /// The layers unpacked: what the node's disk holds.
@@ -159,8 +167,13 @@ fn blob(layout: &Path, digest: &str) -> PathBuf {
 
 impl Image {
     /// The shipped image: the Dockerfile's final stage with `binary` as the
-    /// file its `COPY` takes from the build stage.
-    pub fn from_dockerfile(dockerfile: &Path, binary: &Path, reference: &str) -> Result<Image, String> {
+    /// file its `COPY` takes from the build stage, made at `created`.
+    pub fn from_dockerfile(
+        dockerfile: &Path,
+        binary: &Path,
+        reference: &str,
+        created: u64,
+    ) -> Result<Image, String> {
         let text =
             std::fs::read_to_string(dockerfile).map_err(|e| format!("{}: {e}", dockerfile.display()))?;
         let stage = final_stage(&text)?;
@@ -179,6 +192,7 @@ impl Image {
             entrypoint: stage.entrypoint,
             user: stage.user,
             labels: stage.labels,
+            created,
         })
     }
 
@@ -188,13 +202,27 @@ impl Image {
         std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
         let layout = work.join("oci");
         let tagged = format!("{}:image", layout.display());
+        let created = rfc3339(self.created);
         stdout(Command::new("umoci").args(["init", "--layout"]).arg(&layout))?;
         stdout(Command::new("umoci").args(["new", "--image", &tagged]))?;
-        for (source, destination) in &self.files {
-            stdout(Command::new("umoci").args(["insert", "--image", &tagged]).arg(source).arg(destination))?;
+        let staged = work.join("files");
+        for (n, (source, destination)) in self.files.iter().enumerate() {
+            // The layer's tar headers carry the file's time: the copy gets
+            // the image's.
+            let copy = staged.join(n.to_string());
+            std::fs::create_dir_all(&staged).map_err(|e| format!("{}: {e}", staged.display()))?;
+            std::fs::copy(source, &copy).map_err(|e| format!("{}: {e}", source.display()))?;
+            stdout(Command::new("touch").arg("-d").arg(format!("@{}", self.created)).arg(&copy))?;
+            stdout(
+                Command::new("umoci")
+                    .args(["insert", "--image", &tagged, "--history.created", &created])
+                    .arg(&copy)
+                    .arg(destination),
+            )?;
         }
         let mut config = Command::new("umoci");
-        config.args(["config", "--image", &tagged, "--config.entrypoint"]);
+        config.args(["config", "--image", &tagged, "--created", &created, "--history.created", &created]);
+        config.arg("--config.entrypoint");
         config.arg(self.entrypoint.first().ok_or("an image needs an entrypoint")?);
         for arg in &self.entrypoint[1..] {
             config.args(["--config.entrypoint", arg]);
@@ -226,16 +254,39 @@ impl Image {
             archive.display(),
             self.reference
         )))?;
-        Ok(Built { reference: self.reference.clone(), archive, compressed_bytes, uncompressed_bytes, config })
+        let oci_archive = work.join("image-oci.tar");
+        stdout(Command::new("skopeo").args(["copy", "--quiet", &format!("oci:{tagged}")]).arg(format!(
+            "oci-archive:{}:{}",
+            oci_archive.display(),
+            self.reference
+        )))?;
+        Ok(Built {
+            reference: self.reference.clone(),
+            archive,
+            oci_archive,
+            digest: manifest_digest.to_owned(),
+            compressed_bytes,
+            uncompressed_bytes,
+            config,
+        })
     }
 }
 
-/// The binary the image ships, built as the image builds it: release and
-/// static (`+crt-static` with glibc here; the Dockerfile links musl, whose
-/// Rust target cannot be installed on this machine).
-pub fn static_release_binary(root: &Path) -> Result<PathBuf, String> {
-    static_build(root, &["--release", "--bin", "flush-conntrack"])?;
-    Ok(root.join("target/static/x86_64-unknown-linux-gnu/release/flush-conntrack"))
+/// `1970-01-01T00:00:00Z` plus `seconds`, as OCI's `created` fields take
+/// it. Pure (days to a civil date: Howard Hinnant's algorithm).
+pub fn rfc3339(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let rest = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
 /// A testbed example, static (debug), for a guest with no libraries.
@@ -276,6 +327,7 @@ pub fn from_c(source: &Path, work: &Path, reference: &str) -> Result<Built, Stri
         entrypoint: vec![format!("/{name}")],
         user: None,
         labels: Vec::new(),
+        created: 0,
     };
     image.build(&work.join("image"))
 }
@@ -310,6 +362,14 @@ ENTRYPOINT ["/flush-conntrack"]
         assert_eq!(stage.copies, vec![("/flush-conntrack".into(), "/flush-conntrack".into())]);
         assert_eq!(stage.user.as_deref(), Some("65532:65532"));
         assert_eq!(stage.entrypoint, vec!["/flush-conntrack".to_owned()]);
+    }
+
+    #[test]
+    fn dates_as_oci_writes_them() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
+        assert_eq!(rfc3339(1_709_210_096), "2024-02-29T12:34:56Z");
     }
 
     #[test]

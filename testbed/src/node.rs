@@ -495,15 +495,32 @@ nodeStatusReportFrequency: 10s
         cmd.output().map_err(|e| format!("ctr: {e}"))
     }
 
-    /// Loads a built image into the node's containerd, as a registry pull
-    /// would have.
+    /// Loads a built image into the node's containerd, as a registry push
+    /// and pull would have: under its name and, as a pull by digest finds
+    /// it, under `repository@digest`, the manifest unchanged (OCI archive).
     pub fn import(&self, image: &Built) -> Result<(), String> {
-        let archive = image.archive.display().to_string();
-        let out = self.ctr(&["images", "import", &archive])?;
+        let archive = image.oci_archive.display().to_string();
+        let repository = repository(&image.reference);
+        let out = self.ctr(&["images", "import", "--digests", "--base-name", repository, &archive])?;
         if !out.status.success() {
             return Err(format!("ctr images import {archive}: {}", String::from_utf8_lossy(&out.stderr)));
         }
         Ok(())
+    }
+
+    /// The manifest digest containerd holds for `reference`, as a user
+    /// reads it from the registry they pushed to.
+    pub fn digest_of(&self, reference: &str) -> Result<String, String> {
+        let out = self.ctr(&["images", "ls", &format!("name=={reference}")])?;
+        let out = crate::command::checked(out, "ctr images ls")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .filter_map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                (words.first() == Some(&reference)).then(|| words.get(2).map(|d| d.to_string()))?
+            })
+            .find(|d| d.starts_with("sha256:"))
+            .ok_or_else(|| format!("the node holds no image {reference}:\n{text}"))
     }
 
     /// A container's log, as the kubelet wrote it (CRI format lines).
@@ -675,5 +692,28 @@ impl Drop for ApiProxy {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// `registry/name` of `registry/name:tag` (a port's colon is before the
+/// last slash). Pure.
+pub fn repository(reference: &str) -> &str {
+    let reference = reference.split('@').next().unwrap_or(reference);
+    match reference.rfind(':') {
+        Some(colon) if colon > reference.rfind('/').unwrap_or(0) => &reference[..colon],
+        _ => reference,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repository;
+
+    #[test]
+    fn the_repository_of_a_reference() {
+        assert_eq!(repository("registry.test/flush-conntrack:dev"), "registry.test/flush-conntrack");
+        assert_eq!(repository("localhost:5000/a/b:1"), "localhost:5000/a/b");
+        assert_eq!(repository("localhost:5000/a/b"), "localhost:5000/a/b");
+        assert_eq!(repository("a/b@sha256:00"), "a/b");
     }
 }

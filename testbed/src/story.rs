@@ -167,11 +167,19 @@ pub fn portmap_dir(root: &Path, version: &str) -> Result<std::path::PathBuf, Str
     Ok(String::from_utf8_lossy(&out.stdout).trim().into())
 }
 
-/// The images a node needs: the shipped one (from the Dockerfile), the
-/// sandbox (pause) and the stand-in agent.
+/// Where the test's image is "pushed": the README's Install step for an
+/// image built here (`REGISTRY/flush-conntrack`), with `registry.test` for
+/// REGISTRY and the node's containerd for the registry.
+pub const REGISTRY: &str = "registry.test";
+pub const PUSHED_IMAGE: &str = "registry.test/flush-conntrack:dev";
+
+/// The images a node needs: the shipped one (the Dockerfile's build stage,
+/// then its final stage, stamped with the commit's time), the sandbox
+/// (pause) and the stand-in agent.
 pub fn images(root: &Path, work: &Path) -> Result<Vec<Built>, String> {
-    let binary = image::static_release_binary(root)?;
-    let shipped = Image::from_dockerfile(&root.join("Dockerfile"), &binary, SHIPPED_IMAGE)?
+    let binary = crate::recipe::shipped_binary(root)?;
+    let created = crate::recipe::source_date_epoch(root)?;
+    let shipped = Image::from_dockerfile(&root.join("Dockerfile"), &binary, PUSHED_IMAGE, created)?
         .build(&work.join("flush-conntrack"))?;
     let pause =
         image::from_c(&root.join("testbed/images/pause.c"), &work.join("pause"), crate::node::PAUSE_IMAGE)?;
@@ -179,16 +187,67 @@ pub fn images(root: &Path, work: &Path) -> Result<Vec<Built>, String> {
     Ok(vec![shipped, pause, agent])
 }
 
-/// The statsd overlay as `kubectl kustomize` renders it, with the stand-in
-/// agent image (the flush-conntrack image keeps its shipped name).
-pub fn rendered_overlay(root: &Path) -> Result<String, String> {
+/// The `images:` entry the README's Install gives, between its
+/// `install-images` markers, with the placeholders filled in. Pure.
+pub fn install_images_entry(readme: &str, registry: &str, digest: &str) -> Result<String, String> {
+    let (_, after) = readme
+        .split_once("<!-- install-images -->")
+        .ok_or("the README's Install has no `<!-- install-images -->` block")?;
+    let block = after.split_once("```yaml\n").ok_or("no yaml block after `install-images`")?.1;
+    let (block, _) = block.split_once("```").ok_or("the install-images block is not closed")?;
+    let hex = digest.strip_prefix("sha256:").ok_or_else(|| format!("{digest} is not a sha256 digest"))?;
+    if !block.contains("REGISTRY") || !block.contains("sha256:DIGEST") {
+        return Err(format!("the install-images block names no REGISTRY or sha256:DIGEST:\n{block}"));
+    }
+    Ok(block.replace("REGISTRY", registry).replace("DIGEST", hex))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    for entry in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let path = entry.path();
+        match path.is_dir() {
+            true => copy_tree(&path, &to.join(entry.file_name()))?,
+            false => {
+                std::fs::copy(&path, to.join(entry.file_name()))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The statsd overlay as a user installs it from the README: a copy of the
+/// manifests, the README's `images:` entry appended to the overlay's
+/// kustomization with the pushed image's `digest`, nothing else edited,
+/// rendered by `kubectl kustomize`. Then, for the test alone, the stand-in
+/// agent image replaces statsd-exporter.
+pub fn rendered_overlay(root: &Path, digest: &str) -> Result<String, String> {
+    let readme = std::fs::read_to_string(root.join("README.md")).map_err(|e| format!("README.md: {e}"))?;
+    let entry = install_images_entry(&readme, REGISTRY, digest)?;
+    let copy = std::env::temp_dir().join(format!("fct-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_tree(&root.join("kustomize"), &copy.join("kustomize"))?;
+    copy_tree(&root.join("jobs"), &copy.join("jobs"))?;
+    let kustomization = copy.join("kustomize/overlays/statsd/kustomization.yaml");
+    let mut text = std::fs::read_to_string(&kustomization).map_err(|e| e.to_string())?;
+    text.push_str(&entry);
+    std::fs::write(&kustomization, text).map_err(|e| e.to_string())?;
     let out = Command::new("kubectl")
         .args(["kustomize"])
-        .arg(root.join("kustomize/overlays/statsd"))
+        .arg(copy.join("kustomize/overlays/statsd"))
         .output()
-        .map_err(|e| e.to_string())?;
-    let out = checked(out, "kubectl kustomize")?;
+        .map_err(|e| e.to_string());
+    let _ = std::fs::remove_dir_all(&copy);
+    let out = checked(out?, "kubectl kustomize")?;
     let yaml = String::from_utf8_lossy(&out.stdout).to_string();
+    let pinned = format!("image: {REGISTRY}/flush-conntrack@{digest}");
+    if yaml.contains("ghcr.io/flush-conntrack/") || !yaml.contains(&pinned) {
+        return Err(format!(
+            "the README's images: entry did not pin every flush-conntrack image to {pinned}"
+        ));
+    }
     if !yaml.contains("prom/statsd-exporter:") {
         return Err("the overlay no longer names the statsd-exporter image".to_owned());
     }
@@ -203,7 +262,9 @@ pub fn rendered_overlay(root: &Path) -> Result<String, String> {
 impl<'a> Story<'a> {
     /// Installs the overlay, waits for the agent and starts the client.
     pub fn install(cp: &'a ControlPlane, node: &'a RealNode, root: &Path) -> Result<Story<'a>, String> {
-        let yaml = rendered_overlay(root)?;
+        // As a user reads the digest of what they pushed from the registry.
+        let digest = node.digest_of(PUSHED_IMAGE)?;
+        let yaml = rendered_overlay(root, &digest)?;
         cp.apply(&yaml).map_err(|e| format!("kubectl apply the statsd overlay: {e}"))?;
         // The scheduled sweep would repair, at its own time, what a case
         // must see stale; the story runs its sweeps by hand.
@@ -811,5 +872,28 @@ mod tests {
             "2026-12-01T08:00:01.5Z stdout F udp-echo x listening on :8125/udp at 1764576000.250000000\n";
         let at = listening_at(own).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
         assert_eq!(at, Some(Duration::new(1_764_576_000, 250_000_000)), "its own clock first");
+    }
+
+    #[test]
+    fn the_readmes_images_entry_filled_in() {
+        let readme = "## Install\n<!-- install-images -->\n```yaml\nimages:\n  - name: ghcr.io/flush-conntrack/flush-conntrack\n    newName: REGISTRY/flush-conntrack\n    digest: sha256:DIGEST\n```\n";
+        let entry = install_images_entry(readme, "registry.test", "sha256:ab12").unwrap();
+        assert_eq!(
+            entry,
+            "images:\n  - name: ghcr.io/flush-conntrack/flush-conntrack\n    newName: registry.test/flush-conntrack\n    digest: sha256:ab12\n"
+        );
+        assert!(install_images_entry("no marker", "r", "sha256:ab").is_err());
+        assert!(install_images_entry(readme, "r", "md5:ab").is_err());
+    }
+
+    #[test]
+    fn the_shipped_readme_has_the_entry() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let entry = install_images_entry(&readme, REGISTRY, "sha256:00").unwrap();
+        assert!(
+            entry.contains("registry.test/flush-conntrack") && entry.contains("digest: sha256:00"),
+            "{entry}"
+        );
     }
 }
