@@ -192,17 +192,8 @@ fn sweep_runs_as_the_sweeper_account(cp: &ControlPlane) {
     let out = run_binary(&sweeper, &env);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // The sweeper's own rights let it put each node's outcome on its pod.
-    let listed = ok(cp.kubectl(&["-n", NS, "get", "events.events.k8s.io", "-o", "json"]), "events");
-    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
-    let reasons: Vec<&str> = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| {
-            e["regarding"]["name"] == "sweep-run-1-pod" && e["reportingController"] == "flush-conntrack"
-        })
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
+    let told = events_on(cp, "sweep-run-1-pod");
+    let reasons: Vec<&str> = told.iter().map(|(_, reason, _)| reason.as_str()).collect();
     assert_eq!(
         reasons.iter().filter(|r| **r == "Flushed").count(),
         NODES.len(),
@@ -243,34 +234,48 @@ fn a_failed_node_is_told_and_retried_by_the_next_sweep(cp: &ControlPlane, sweepe
     cp.failing.lock().unwrap().clear();
 
     // Covered up to now (less the sweep's margin), nothing changed since.
-    let last = k8s_openapi::jiff::Timestamp::now()
-        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(600))
-        .expect("a time");
-    let status = json!({"status": {"lastSuccessfulTime": last.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}});
-    ok(
-        cp.kubectl(&[
-            "-n",
-            NS,
-            "patch",
-            "cronjob",
-            "flush-conntrack-sweep",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status.to_string(),
-        ]),
-        "record a success",
-    );
+    record_a_sweep_success(cp, 600);
     let mut next = env("sweep-fails-2");
     next.retain(|(k, _)| *k != "FULL_SWEEP");
     let out = run_binary(sweeper, &next);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let made: Vec<String> = jobs(cp, "flush-conntrack/node")
+    assert_eq!(
+        nodes_of_run(cp, "sweep-fails-2"),
+        ["node-c"],
+        "only the node whose last flush failed: {}",
+        text(&out)
+    );
+}
+
+/// Records a success of the sweep CronJob `ahead` seconds from now: the
+/// sweep looks 10 minutes back from it, so 600 covers everything until now.
+fn record_a_sweep_success(cp: &ControlPlane, ahead: i64) {
+    let last = k8s_openapi::jiff::Timestamp::now()
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(ahead))
+        .expect("a time");
+    let status = json!({"status": {"lastSuccessfulTime": last.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}});
+    let patch = status.to_string();
+    let args = [
+        "-n",
+        NS,
+        "patch",
+        "cronjob",
+        "flush-conntrack-sweep",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch,
+    ];
+    ok(cp.kubectl(&args), "record a success");
+}
+
+/// The nodes of the flush Jobs a run made.
+fn nodes_of_run(cp: &ControlPlane, run: &str) -> Vec<String> {
+    jobs(cp, "flush-conntrack/node")
         .into_iter()
-        .filter(|j| j["metadata"]["annotations"]["flush-conntrack/run"] == "sweep-fails-2")
+        .filter(|j| j["metadata"]["annotations"]["flush-conntrack/run"] == run)
         .filter_map(|j| j["metadata"]["annotations"]["flush-conntrack/node"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(made, ["node-c"], "only the node whose last flush failed: {}", text(&out));
+        .collect()
 }
 
 /// flush-conntrack's Events on a pod of the flush namespace, as (type,
@@ -295,24 +300,7 @@ fn events_on(cp: &ControlPlane, pod: &str) -> Vec<(String, String, String)> {
 fn sweep_visits_only_what_changed_since_its_last_success(cp: &ControlPlane, sweeper: &Path) {
     // "Succeeded" so that changes from two seconds on are not covered yet
     // (the sweep looks 10 minutes back from its last success).
-    let last = k8s_openapi::jiff::Timestamp::now()
-        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(602))
-        .expect("a time");
-    let status = json!({"status": {"lastSuccessfulTime": last.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}});
-    ok(
-        cp.kubectl(&[
-            "-n",
-            NS,
-            "patch",
-            "cronjob",
-            "flush-conntrack-sweep",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status.to_string(),
-        ]),
-        "record a success",
-    );
+    record_a_sweep_success(cp, 602);
     std::thread::sleep(Duration::from_secs(3));
     ok(
         cp.kubectl(&[
@@ -359,12 +347,12 @@ fn sweep_visits_only_what_changed_since_its_last_success(cp: &ControlPlane, swee
     ];
     let out = run_binary(sweeper, &env);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let made: Vec<String> = jobs(cp, "flush-conntrack/node")
-        .into_iter()
-        .filter(|j| j["metadata"]["annotations"]["flush-conntrack/run"] == "sweep-run-2")
-        .filter_map(|j| j["metadata"]["annotations"]["flush-conntrack/node"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(made, ["node-b"], "only the node whose agent changed: {}", text(&out));
+    assert_eq!(
+        nodes_of_run(cp, "sweep-run-2"),
+        ["node-b"],
+        "only the node whose agent changed: {}",
+        text(&out)
+    );
     for (node, _) in NODES {
         let made: Vec<Value> = jobs(cp, &format!("flush-conntrack/node={node}"))
             .into_iter()
