@@ -56,12 +56,19 @@ pub fn flushed(summary: &Summary, job: &str, namespace: &str, node: &str) -> Not
     Note {
         warning: false,
         reason: "Flushed",
+        // Every figure of the summary: the operator reads this, not the
+        // Job's termination message.
         note: format!(
-            "{verb} {} stale conntrack entries on node {node}, kept {} that reach a live pod, {} failed \
+            "{verb} {} stale conntrack entries on node {node}, kept {} that reach a live pod, {} failed; \
+             {} already gone, {} by the kernel's filtered flush, {} matched of {} scanned \
              (flush Job {namespace}/{job})",
             if summary.dry_run { summary.matched } else { summary.deleted },
             summary.kept,
-            summary.failed
+            summary.failed,
+            summary.already_gone,
+            summary.kernel_flushed,
+            summary.matched,
+            summary.scanned,
         ),
     }
 }
@@ -171,6 +178,16 @@ mod tests {
         let text = e["note"].as_str().unwrap();
         assert!(text.starts_with("deleted 2 stale conntrack entries on node node-a, kept 1"), "{text}");
         assert_eq!(e["eventTime"], "2026-11-26T17:00:00.123456Z");
+        // The API refuses an Event without a name; two Events on one pod
+        // must not collide.
+        let name = e["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(name.starts_with("statsd-x.") && name.len() > "statsd-x.".len(), "{name}");
+        let later = MicroTime("2026-11-26T17:00:00.123457Z".parse().unwrap());
+        assert_ne!(event(&pod, &note, "node-a", later).metadata.name.as_deref(), Some(name));
+
+        let dry = Summary { dry_run: true, matched: 5, kept: 1, scanned: 9, ..Summary::default() };
+        let note = flushed(&dry, "flush-node-a-1", "flush-conntrack", "node-a").note;
+        assert!(note.starts_with("would delete 5 stale conntrack entries on node node-a, kept 1"), "{note}");
 
         let warning = event(&pod, &failed("FlushFailed", &"x".repeat(2000)), "node-a", now);
         assert_eq!(warning.type_.as_deref(), Some("Warning"));
