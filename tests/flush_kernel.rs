@@ -583,3 +583,18 @@ fn lost_error_answers_fail_the_drain() {
     });
     assert_eq!(drained, Err(Some(libc::ENOBUFS)), "{answers} answers read");
 }
+
+/// Under CAP_NET_ADMIN the delete socket's buffers pass the sysctl caps
+/// (212992 bytes by default), which sets how many deletes go in one batch.
+#[test]
+fn the_delete_socket_is_granted_buffers_past_the_sysctl_caps() {
+    use flush_conntrack::ctnetlink::socket::CtSocket;
+
+    if !require::kernel_test("the_delete_socket_is_granted_buffers_past_the_sysctl_caps", TOOLS) {
+        return;
+    }
+    let ns = Netns::new("buffers");
+    let granted = ns.within(|| CtSocket::open().unwrap().grow_buffers(1 << 20, 4 << 20));
+    // The kernel reports what it keeps: twice what was asked.
+    assert_eq!(granted, (2 << 20, 8 << 20));
+}
