@@ -168,6 +168,8 @@ mod tests {
         let e = serde_json::to_value(event(&pod, &note, "node-a", now.clone())).unwrap();
         assert_eq!(e["type"], "Normal");
         assert_eq!(e["reason"], "Flushed");
+        // The API refuses a new Event without its action or reporting instance.
+        assert_eq!((&e["action"], &e["reportingInstance"]), (&"Flush".into(), &"node-a".into()));
         assert_eq!(e["reportingController"], "flush-conntrack");
         assert_eq!(
             e["regarding"],
@@ -192,5 +194,21 @@ mod tests {
         let warning = event(&pod, &failed("FlushFailed", &"x".repeat(2000)), "node-a", now);
         assert_eq!(warning.type_.as_deref(), Some("Warning"));
         assert_eq!(warning.note.map(|n| n.len()), Some(1000));
+    }
+
+    /// The sweep's total, its arithmetic and its type: a Warning only when a
+    /// node failed.
+    #[test]
+    fn sweep_done_counts_the_flushed_nodes() {
+        let done = sweep_done(6, 2, 1, 40, 3);
+        assert_eq!(
+            done.note,
+            "6 nodes with agents: 2 unchanged since the last sweep, 3 flushed, 1 failed; 40 stale entries \
+             deleted, 3 kept"
+        );
+        assert!(done.warning);
+        let clean = sweep_done(6, 2, 0, 40, 3);
+        assert!(clean.note.contains("4 flushed, 0 failed"), "{}", clean.note);
+        assert!(!clean.warning, "nothing failed: a Normal Event");
     }
 }
