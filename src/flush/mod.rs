@@ -100,19 +100,19 @@ impl<'a> Flush<'a> {
         if let Some(d) = self.deleter.as_mut() {
             d.send().map_err(|e| Error::kernel("delete conntrack entries", e))?;
         }
-        match filtered_flush(&mut self.control, &slice.filter) {
-            Ok(deleted) => {
+        match KernelFlush::from(filtered_flush(&mut self.control, &slice.filter)) {
+            KernelFlush::Done(deleted) => {
                 self.summary.kernel_flushed += deleted;
                 self.summary.matched += deleted;
                 self.summary.deleted += deleted;
                 Ok(())
             }
-            Err(e) if no_filtered_flush(&e) => {
+            KernelFlush::Unsupported(e) => {
                 tracing::debug!(error = %e, "kernel has no filtered flush (before 6.12): deleting entry by entry");
                 self.kernel_flush = false;
                 self.dump_and_delete(&slice.filter, None).map(|_| ())
             }
-            Err(e) => Err(Error::kernel("flush conntrack entries", e)),
+            KernelFlush::Failed(e) => Err(Error::kernel("flush conntrack entries", e)),
         }
     }
 
@@ -215,11 +215,28 @@ fn filtered_flush(control: &mut CtSocket, filter: &Filter) -> io::Result<u64> {
     Ok(u64::from(before.saturating_sub(after)))
 }
 
-/// The kernel's answer to a filtered flush it does not know (before 6.12),
-/// after which the flush goes on entry by entry. Any other error is a real
-/// failure and must not be hidden by a second dump.
-fn no_filtered_flush(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
+/// What the kernel's answer to a filtered flush leaves to do.
+#[derive(Debug)]
+enum KernelFlush {
+    /// It deleted this many entries.
+    Done(u64),
+    /// It has no filtered flush (before 6.12): the flush goes on entry by
+    /// entry.
+    Unsupported(io::Error),
+    /// A real failure, which a second dump must not hide.
+    Failed(io::Error),
+}
+
+impl From<io::Result<u64>> for KernelFlush {
+    fn from(answer: io::Result<u64>) -> Self {
+        match answer {
+            Ok(deleted) => KernelFlush::Done(deleted),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                KernelFlush::Unsupported(e)
+            }
+            Err(e) => KernelFlush::Failed(e),
+        }
+    }
 }
 
 /// The deleter's answers, into the summary that already counts the kernel's
@@ -236,13 +253,17 @@ mod tests {
 
     #[test]
     fn only_einval_and_eopnotsupp_fall_back_to_entry_by_entry() {
+        assert!(matches!(KernelFlush::from(Ok(12_000)), KernelFlush::Done(12_000)));
         for errno in [libc::EINVAL, libc::EOPNOTSUPP] {
-            assert!(no_filtered_flush(&io::Error::from_raw_os_error(errno)), "errno {errno}");
+            let answer = KernelFlush::from(Err(io::Error::from_raw_os_error(errno)));
+            assert!(matches!(answer, KernelFlush::Unsupported(_)), "errno {errno}: {answer:?}");
         }
         for errno in [libc::EPERM, libc::ENOBUFS, libc::EBUSY, libc::ENOMEM] {
-            assert!(!no_filtered_flush(&io::Error::from_raw_os_error(errno)), "errno {errno}");
+            let answer = KernelFlush::from(Err(io::Error::from_raw_os_error(errno)));
+            assert!(matches!(answer, KernelFlush::Failed(_)), "errno {errno}: {answer:?}");
         }
-        assert!(!no_filtered_flush(&io::Error::new(io::ErrorKind::InvalidData, "truncated")));
+        let truncated = KernelFlush::from(Err(io::Error::new(io::ErrorKind::InvalidData, "truncated")));
+        assert!(matches!(truncated, KernelFlush::Failed(_)), "{truncated:?}");
     }
 
     #[test]
