@@ -157,6 +157,9 @@ mod tests {
         assert!(sample().write_termination_message(&path).unwrap());
         let written = std::fs::read_to_string(&path).unwrap();
         assert_eq!(serde_json::from_str::<Summary>(&written).unwrap(), sample());
+        // Only a missing file means "not in a container"; any other failure
+        // to write it is reported.
+        assert!(sample().write_termination_message(&dir).is_err(), "a directory cannot be written");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

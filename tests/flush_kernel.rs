@@ -59,7 +59,20 @@ fn deletes_exactly_the_stale_entries_of_a_mixed_table() {
     let out = flush(&ns, MIXED_ENV);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(table_keys(&ns), keys(&m.stay));
-    assert_eq!(counts(&summary(&out)), [5, 5, 0, 2, 0]);
+    let s = summary(&out);
+    assert_eq!(counts(&s), [5, 5, 0, 2, 0]);
+    assert_eq!((s["dry_run"].as_bool(), s["kernel_flushed"].as_u64()), (Some(false), Some(0)), "{s}");
+    assert_scanned(&s, m.delete.len() + m.stay.len());
+}
+
+/// What the kernel returned after its own filter: at least every match and
+/// kept entry that did not go in a filtered flush, at most the table
+/// (kernels before 5.8 return all of it).
+fn assert_scanned(s: &Value, table: usize) {
+    let scanned = s["scanned"].as_u64().unwrap_or(0);
+    let [matched, kept, flushed] = ["matched", "kept", "kernel_flushed"].map(|k| s[k].as_u64().unwrap_or(0));
+    let seen = (matched + kept).saturating_sub(flushed);
+    assert!(seen > 0 && (seen..=table as u64).contains(&scanned), "scanned {scanned} of {table}: {s}");
 }
 
 #[test]
@@ -100,7 +113,10 @@ fn dry_run_lists_and_deletes_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("would delete").count(), 5, "{stderr}");
     assert!(stderr.contains("192.0.2.4:40002 -> 192.0.2.1:8125 (not translated)"), "{stderr}");
-    assert_eq!(counts(&summary(&out)), [5, 0, 0, 2, 0]);
+    let s = summary(&out);
+    assert_eq!(counts(&s), [5, 0, 0, 2, 0]);
+    assert_eq!((s["dry_run"].as_bool(), s["kernel_flushed"].as_u64()), (Some(true), Some(0)), "{s}");
+    assert_scanned(&s, before.len());
 }
 
 #[test]
@@ -214,6 +230,12 @@ fn two_flushers_at_once_both_succeed_and_leave_nothing_stale() {
             let gone: u64 = outs.iter().map(|o| summary(o)["already_gone"].as_u64().unwrap()).sum();
             assert_eq!(deleted, STALE as u64, "{purpose}: every entry deleted exactly once");
             assert!(gone <= STALE as u64);
+            for out in &outs {
+                let s = summary(out);
+                let [matched, deleted, gone, _, failed] = counts(&s);
+                assert_eq!(matched, deleted + gone, "{purpose}: each match deleted or gone: {s}");
+                assert_eq!(failed, 0, "{s}");
+            }
         } else {
             assert_eq!(left, 0, "{purpose}");
         }
@@ -244,7 +266,9 @@ fn many_matches_switch_to_the_kernel_filtered_flush_with_exact_counts() {
         assert_eq!(counts(&s), [20_000, 20_000, 0, 0, 0], "{s}");
         let flushed = s["kernel_flushed"].as_u64().unwrap();
         if kernel_flush == "true" {
-            assert!(flushed > 0 && flushed < 20_000, "part by entry, the rest in the kernel: {s}");
+            // The switch comes after 8192 matches entry by entry, not before.
+            assert!(flushed > 0 && flushed <= 20_000 - 8_192, "part by entry, the rest in the kernel: {s}");
+            assert_scanned(&s, 20_500);
         } else {
             assert_eq!(flushed, 0, "{s}");
         }
@@ -526,4 +550,87 @@ fn a_table_with_nothing_for_the_ports_says_so_instead_of_a_bare_deleted_0() {
     assert_eq!(counts(&s), [0, 0, 0, 1, 0]);
     let message = s["fields"]["message"].as_str().or(s["message"].as_str()).unwrap_or_default();
     assert_eq!(message, "flush done", "{s}");
+}
+
+fn absent(sport: u16) -> flush_conntrack::ctnetlink::Entry {
+    flush_conntrack::ctnetlink::Entry {
+        family: flush_conntrack::ctnetlink::Family::V4,
+        protocol: 17,
+        src: "192.0.2.2".parse().unwrap(),
+        dst: "192.0.2.1".parse().unwrap(),
+        src_port: sport,
+        dst_port: 8125,
+        reply_src: Some("198.51.100.5".parse().unwrap()),
+        id: Some(1),
+        zone: 0,
+    }
+}
+
+/// Deletes answer only when they fail, so an error can still be queued when
+/// the next request goes out: each request carries its own sequence number
+/// and only its answers count.
+#[test]
+fn an_answer_counts_only_for_the_request_it_echoes() {
+    use flush_conntrack::ctnetlink::request;
+    use flush_conntrack::ctnetlink::socket::CtSocket;
+
+    if !require::kernel_test("an_answer_counts_only_for_the_request_it_echoes", TOOLS) {
+        return;
+    }
+    let ns = Netns::new("sequence");
+    Flow::udp("192.0.2.3", 40000, "192.0.2.1", 8125, "198.51.100.5").insert_with_conntrack(&ns);
+    let (first, size) = ns.within(|| {
+        let mut socket = CtSocket::open().unwrap();
+        let first = socket.next_sequence();
+        let mut bytes = Vec::new();
+        request::emit_into(&mut request::delete(&absent(40000)), first, &mut bytes);
+        socket.send(&bytes).unwrap();
+        // ENOENT for the delete is queued ahead of the statistics.
+        (first, socket.table_size().map_err(|e| e.to_string()))
+    });
+    assert_eq!(size, Ok(1), "the delete's ENOENT (sequence {first}) was taken for the size's answer");
+}
+
+/// A receive buffer too small for a batch's error answers loses some, and
+/// the kernel says so; counting the lost ones as deleted would be a lie.
+#[test]
+fn lost_error_answers_fail_the_drain() {
+    use flush_conntrack::ctnetlink::request;
+    use flush_conntrack::ctnetlink::socket::CtSocket;
+
+    if !require::kernel_test("lost_error_answers_fail_the_drain", TOOLS) {
+        return;
+    }
+    let ns = Netns::new("enobufs");
+    let (drained, answers) = ns.within(|| {
+        let mut socket = CtSocket::open().unwrap();
+        socket.cap_acks().unwrap();
+        // The kernel's minimum receive buffer holds a few answers, not 256.
+        socket.grow_buffers(1 << 20, 0);
+        let mut batch = Vec::new();
+        for sport in 0..256 {
+            let sequence = socket.next_sequence();
+            request::emit_into(&mut request::delete(&absent(40000 + sport)), sequence, &mut batch);
+        }
+        socket.send(&batch).unwrap();
+        let mut answers = 0;
+        let drained = socket.drain_errors(|_| answers += 1).map_err(|e| e.raw_os_error());
+        (drained, answers)
+    });
+    assert_eq!(drained, Err(Some(libc::ENOBUFS)), "{answers} answers read");
+}
+
+/// Under CAP_NET_ADMIN the delete socket's buffers pass the sysctl caps
+/// (212992 bytes by default), which sets how many deletes go in one batch.
+#[test]
+fn the_delete_socket_is_granted_buffers_past_the_sysctl_caps() {
+    use flush_conntrack::ctnetlink::socket::CtSocket;
+
+    if !require::kernel_test("the_delete_socket_is_granted_buffers_past_the_sysctl_caps", TOOLS) {
+        return;
+    }
+    let ns = Netns::new("buffers");
+    let granted = ns.within(|| CtSocket::open().unwrap().grow_buffers(1 << 20, 4 << 20));
+    // The kernel reports what it keeps: twice what was asked.
+    assert_eq!(granted, (2 << 20, 8 << 20));
 }

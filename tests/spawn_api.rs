@@ -304,6 +304,45 @@ async fn the_outcome_shows_on_the_trigger_pod_as_events() {
     assert!(events(&seen).is_empty());
 }
 
+/// Every figure of the flush, from the Job's termination message to the
+/// `Flushed` Event the operator reads. The figures all differ, so that each
+/// is seen in its own place.
+#[tokio::test]
+async fn every_figure_of_the_summary_reaches_the_flushed_event() {
+    for (dry_run, verb) in [(false, "deleted 23"), (true, "would delete 34")] {
+        let message = json!({"dry_run": dry_run, "scanned": 97, "matched": 34, "deleted": 23,
+                             "already_gone": 11, "kept": 7, "failed": 0, "kernel_flushed": 19,
+                             "elapsed_seconds": 0.25})
+        .to_string();
+        let mut inner = with_events(cluster((201, None), "Complete"), 201);
+        let route: Route = Box::new(move |s: &Seen| match (&s.method, s.path.as_str()) {
+            (&Method::GET, "/api/v1/namespaces/flush-conntrack/pods") => {
+                ok(summary_pod_with("flush-node-a", &message))
+            }
+            _ => inner(s),
+        });
+        let (client, seen) = serve(route);
+        spawn(&client, &spawn_plan(ON_POD)).await.expect("spawn succeeds");
+        let job = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.method == Method::POST && s.path == JOBS)
+            .map(|s| s.body["metadata"]["name"].as_str().unwrap_or_default().to_owned());
+        let job = job.expect("a Job was created");
+        let written = events(&seen);
+        let flushed = written.iter().find(|e| e.1 == "Flushed").expect("a Flushed Event");
+        assert_eq!(
+            flushed.2,
+            format!(
+                "{verb} stale conntrack entries on node node-a, kept 7 that reach a live pod, 0 failed; \
+                 11 already gone, 19 by the kernel's filtered flush, 34 matched of 97 scanned \
+                 (flush Job flush-conntrack/{job})"
+            )
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_event_that_cannot_be_written_does_not_affect_the_flush() {
     let (client, seen) = serve(with_events(cluster((201, None), "Complete"), 403));

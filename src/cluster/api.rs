@@ -156,6 +156,19 @@ mod tests {
         assert_eq!(r.unwrap_err().code(), Some(403));
         assert_eq!(calls.load(Ordering::SeqCst), 1, "a 403 does not pass by retrying");
 
+        // 429 three times: waits of 0.5 s then 1 s between the attempts.
+        calls.store(0, Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let r: Result<(), ApiError> = call(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(kube::Error::Api(Box::new(
+                kube::core::Status::failure("busy", "TooManyRequests").with_code(429),
+            )))
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(started.elapsed(), FIRST_BACKOFF * 3, "the backoff doubles");
+
         let r: Result<(), ApiError> = call(std::future::pending).await;
         assert!(matches!(r, Err(ApiError::Unreachable(_))), "bounded by the call timeout");
     }

@@ -67,12 +67,19 @@ pub fn flushed(summary: &Summary, job: &str, namespace: &str, node: &str) -> Not
     Note {
         warning: false,
         reason: "Flushed",
+        // Every figure of the summary: the operator reads this, not the
+        // Job's termination message.
         note: format!(
-            "{verb} {} stale conntrack entries on node {node}, kept {} that reach a live pod, {} failed \
+            "{verb} {} stale conntrack entries on node {node}, kept {} that reach a live pod, {} failed; \
+             {} already gone, {} by the kernel's filtered flush, {} matched of {} scanned \
              (flush Job {namespace}/{job})",
             if summary.dry_run { summary.matched } else { summary.deleted },
             summary.kept,
-            summary.failed
+            summary.failed,
+            summary.already_gone,
+            summary.kernel_flushed,
+            summary.matched,
+            summary.scanned,
         ),
     }
 }
@@ -197,6 +204,8 @@ mod tests {
         let e = serde_json::to_value(event(&pod, &note, "node-a", now.clone())).unwrap();
         assert_eq!(e["type"], "Normal");
         assert_eq!(e["reason"], "Flushed");
+        // The API refuses a new Event without its action or reporting instance.
+        assert_eq!((&e["action"], &e["reportingInstance"]), (&"Flush".into(), &"node-a".into()));
         assert_eq!(e["reportingController"], "flush-conntrack");
         assert_eq!(
             e["regarding"],
@@ -207,9 +216,35 @@ mod tests {
         let text = e["note"].as_str().unwrap();
         assert!(text.starts_with("deleted 2 stale conntrack entries on node node-a, kept 1"), "{text}");
         assert_eq!(e["eventTime"], "2026-11-26T17:00:00.123456Z");
+        // The API refuses an Event without a name; two Events on one pod
+        // must not collide.
+        let name = e["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(name.starts_with("statsd-x.") && name.len() > "statsd-x.".len(), "{name}");
+        let later = MicroTime("2026-11-26T17:00:00.123457Z".parse().unwrap());
+        assert_ne!(event(&pod, &note, "node-a", later).metadata.name.as_deref(), Some(name));
+
+        let dry = Summary { dry_run: true, matched: 5, kept: 1, scanned: 9, ..Summary::default() };
+        let note = flushed(&dry, "flush-node-a-1", "flush-conntrack", "node-a").note;
+        assert!(note.starts_with("would delete 5 stale conntrack entries on node node-a, kept 1"), "{note}");
 
         let warning = event(&pod, &failed("FlushFailed", &"x".repeat(2000)), "node-a", now);
         assert_eq!(warning.type_.as_deref(), Some("Warning"));
         assert_eq!(warning.note.map(|n| n.len()), Some(1000));
+    }
+
+    /// The sweep's total, its arithmetic and its type: a Warning only when a
+    /// node failed.
+    #[test]
+    fn sweep_done_counts_the_flushed_nodes() {
+        let done = sweep_done(6, 2, 1, 40, 3);
+        assert_eq!(
+            done.note,
+            "6 nodes with agents: 2 unchanged since the last sweep, 3 flushed, 1 failed; 40 stale entries \
+             deleted, 3 kept"
+        );
+        assert!(done.warning);
+        let clean = sweep_done(6, 2, 0, 40, 3);
+        assert!(clean.note.contains("4 flushed, 0 failed"), "{}", clean.note);
+        assert!(!clean.warning, "nothing failed: a Normal Event");
     }
 }

@@ -213,6 +213,15 @@ mod tests {
         assert_eq!((p.cronjob.as_str(), p.parallelism), ("my-sweep", 64));
     }
 
+    /// A day is the longest wait; the bound itself is allowed.
+    #[test]
+    fn wait_timeout_goes_up_to_a_day() {
+        assert_eq!(sweep(&[("WAIT_TIMEOUT", "86400")]).cluster.wait_timeout.as_secs(), 86_400);
+        let e =
+            settings(&[("MODE", "sweep"), ("SWEEP_SELECTOR", "a=b"), ("WAIT_TIMEOUT", "86401")]).unwrap_err();
+        assert_eq!((e.variable, e.value.as_str()), ("WAIT_TIMEOUT", "86401"));
+    }
+
     /// Every mode refuses a bad value of any variable, naming it.
     #[test]
     fn refusals_name_the_variable_in_every_mode() {

@@ -38,12 +38,39 @@ impl DeleteCounts {
     }
 }
 
+/// How large a batch may grow, from the buffers the kernel granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Limits {
+    max_bytes: usize,
+    max_entries: usize,
+}
+
+impl Limits {
+    /// The kernel reports doubled sizes and keeps half for bookkeeping.
+    fn granted(send: usize, recv: usize) -> Self {
+        Limits {
+            max_bytes: (send / 2).clamp(4096, WANTED_SEND_BUFFER),
+            max_entries: (recv / 2 / ERROR_ANSWER_COST).max(16),
+        }
+    }
+
+    /// The last delete took the batch past its bytes: it goes in the next
+    /// batch, unless it is the only one.
+    fn overflowed(&self, bytes: usize, pending: usize) -> bool {
+        bytes > self.max_bytes && pending > 0
+    }
+
+    /// The batch is as large as it may be and goes now.
+    fn full(&self, bytes: usize, pending: usize) -> bool {
+        pending >= self.max_entries || bytes >= self.max_bytes
+    }
+}
+
 pub struct Deleter {
     socket: CtSocket,
     batch: Vec<u8>,
     pending: usize,
-    max_bytes: usize,
-    max_entries: usize,
+    limits: Limits,
     counts: DeleteCounts,
     /// errno of the first failure other than ENOENT, to report it.
     first_failure: Option<i32>,
@@ -54,22 +81,19 @@ impl Deleter {
         let socket = CtSocket::open()?;
         socket.cap_acks()?;
         let (send, recv) = socket.grow_buffers(WANTED_SEND_BUFFER, WANTED_RECV_BUFFER);
-        // The kernel reports doubled sizes and keeps half for bookkeeping.
-        let max_bytes = (send / 2).clamp(4096, WANTED_SEND_BUFFER);
-        let max_entries = (recv / 2 / ERROR_ANSWER_COST).max(16);
+        let limits = Limits::granted(send, recv);
         tracing::debug!(
             send_buffer = send,
             recv_buffer = recv,
-            max_bytes,
-            max_entries,
+            max_bytes = limits.max_bytes,
+            max_entries = limits.max_entries,
             "delete socket ready"
         );
         Ok(Self {
             socket,
-            batch: Vec::with_capacity(max_bytes),
+            batch: Vec::with_capacity(limits.max_bytes),
             pending: 0,
-            max_bytes,
-            max_entries,
+            limits,
             counts: DeleteCounts::default(),
             first_failure: None,
         })
@@ -79,14 +103,14 @@ impl Deleter {
         let before = self.batch.len();
         let sequence = self.socket.next_sequence();
         request::emit_into(&mut request::delete(entry), sequence, &mut self.batch);
-        if self.batch.len() > self.max_bytes && self.pending > 0 {
+        if self.limits.overflowed(self.batch.len(), self.pending) {
             // This delete does not fit: send the others, then start anew with it.
             let message = self.batch.split_off(before);
             self.send()?;
             self.batch = message;
         }
         self.pending += 1;
-        if self.pending >= self.max_entries || self.batch.len() >= self.max_bytes {
+        if self.limits.full(self.batch.len(), self.pending) {
             self.send()?;
         }
         Ok(())
@@ -134,5 +158,26 @@ mod tests {
             assert_eq!(counts.answer(errno), Some(errno), "errno {errno}");
         }
         assert_eq!(counts, DeleteCounts { deleted: 0, already_gone: 1, failed: 4 });
+    }
+
+    #[test]
+    fn batch_limits_follow_the_granted_buffers() {
+        // As granted under CAP_NET_ADMIN (doubled), and as capped by the
+        // default sysctls without it.
+        assert_eq!(Limits::granted(2 << 20, 8 << 20), Limits { max_bytes: 1 << 20, max_entries: 4096 });
+        assert_eq!(Limits::granted(425_984, 425_984), Limits { max_bytes: 212_992, max_entries: 208 });
+        assert_eq!(Limits::granted(0, 0), Limits { max_bytes: 4096, max_entries: 16 });
+        assert_eq!(Limits::granted(64 << 20, 64 << 20).max_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn a_batch_goes_at_either_limit_and_never_past_its_bytes() {
+        let limits = Limits { max_bytes: 4096, max_entries: 16 };
+        assert!(!limits.full(4095, 15));
+        assert!(limits.full(4096, 1), "the bytes alone");
+        assert!(limits.full(100, 16), "the answers alone");
+        assert!(!limits.overflowed(4096, 3), "exactly full still fits");
+        assert!(limits.overflowed(4097, 3), "past it: the last delete waits for the next batch");
+        assert!(!limits.overflowed(5000, 0), "a delete alone goes, whatever its size");
     }
 }

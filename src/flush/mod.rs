@@ -7,7 +7,7 @@ use std::io;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use crate::ctnetlink::delete::Deleter;
+use crate::ctnetlink::delete::{DeleteCounts, Deleter};
 use crate::ctnetlink::socket::{CtSocket, Dumped};
 use crate::ctnetlink::{request, Filter};
 use crate::error::Error;
@@ -100,19 +100,19 @@ impl<'a> Flush<'a> {
         if let Some(d) = self.deleter.as_mut() {
             d.send().map_err(|e| Error::kernel("delete conntrack entries", e))?;
         }
-        match filtered_flush(&mut self.control, &slice.filter) {
-            Ok(deleted) => {
+        match KernelFlush::from(filtered_flush(&mut self.control, &slice.filter)) {
+            KernelFlush::Done(deleted) => {
                 self.summary.kernel_flushed += deleted;
                 self.summary.matched += deleted;
                 self.summary.deleted += deleted;
                 Ok(())
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+            KernelFlush::Unsupported(e) => {
                 tracing::debug!(error = %e, "kernel has no filtered flush (before 6.12): deleting entry by entry");
                 self.kernel_flush = false;
                 self.dump_and_delete(&slice.filter, None).map(|_| ())
             }
-            Err(e) => Err(Error::kernel("flush conntrack entries", e)),
+            KernelFlush::Failed(e) => Err(Error::kernel("flush conntrack entries", e)),
         }
     }
 
@@ -188,9 +188,7 @@ impl<'a> Flush<'a> {
         if let Some(deleter) = self.deleter {
             let (counts, failure) =
                 deleter.finish().map_err(|e| Error::kernel("delete conntrack entries", e))?;
-            summary.deleted += counts.deleted;
-            summary.already_gone += counts.already_gone;
-            summary.failed += counts.failed;
+            add_deletes(&mut summary, &counts);
             if let Some(first) = failure {
                 summary.set_elapsed(started.elapsed());
                 summary.log();
@@ -215,4 +213,68 @@ fn filtered_flush(control: &mut CtSocket, filter: &Filter) -> io::Result<u64> {
     control.acknowledged(request::filtered_flush(filter))?;
     let after = control.table_size()?;
     Ok(u64::from(before.saturating_sub(after)))
+}
+
+/// What the kernel's answer to a filtered flush leaves to do.
+#[derive(Debug)]
+enum KernelFlush {
+    /// It deleted this many entries.
+    Done(u64),
+    /// It has no filtered flush (before 6.12): the flush goes on entry by
+    /// entry.
+    Unsupported(io::Error),
+    /// A real failure, which a second dump must not hide.
+    Failed(io::Error),
+}
+
+impl From<io::Result<u64>> for KernelFlush {
+    fn from(answer: io::Result<u64>) -> Self {
+        match answer {
+            Ok(deleted) => KernelFlush::Done(deleted),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                KernelFlush::Unsupported(e)
+            }
+            Err(e) => KernelFlush::Failed(e),
+        }
+    }
+}
+
+/// The deleter's answers, into the summary that already counts the kernel's
+/// filtered flushes.
+fn add_deletes(summary: &mut Summary, counts: &DeleteCounts) {
+    summary.deleted += counts.deleted;
+    summary.already_gone += counts.already_gone;
+    summary.failed += counts.failed;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_einval_and_eopnotsupp_fall_back_to_entry_by_entry() {
+        assert!(matches!(KernelFlush::from(Ok(12_000)), KernelFlush::Done(12_000)));
+        for errno in [libc::EINVAL, libc::EOPNOTSUPP] {
+            let answer = KernelFlush::from(Err(io::Error::from_raw_os_error(errno)));
+            assert!(matches!(answer, KernelFlush::Unsupported(_)), "errno {errno}: {answer:?}");
+        }
+        for errno in [libc::EPERM, libc::ENOBUFS, libc::EBUSY, libc::ENOMEM] {
+            let answer = KernelFlush::from(Err(io::Error::from_raw_os_error(errno)));
+            assert!(matches!(answer, KernelFlush::Failed(_)), "errno {errno}: {answer:?}");
+        }
+        let truncated = KernelFlush::from(Err(io::Error::new(io::ErrorKind::InvalidData, "truncated")));
+        assert!(matches!(truncated, KernelFlush::Failed(_)), "{truncated:?}");
+    }
+
+    #[test]
+    fn delete_counts_add_to_what_the_kernel_flushed() {
+        let mut summary = Summary { matched: 20, deleted: 9, kernel_flushed: 9, ..Summary::default() };
+        add_deletes(&mut summary, &DeleteCounts { deleted: 7, already_gone: 3, failed: 1 });
+        assert_eq!(
+            (summary.deleted, summary.already_gone, summary.failed, summary.kernel_flushed),
+            (16, 3, 1, 9)
+        );
+        add_deletes(&mut summary, &DeleteCounts { deleted: 1, already_gone: 2, failed: 3 });
+        assert_eq!((summary.deleted, summary.already_gone, summary.failed), (17, 5, 4));
+    }
 }
