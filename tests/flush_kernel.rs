@@ -371,7 +371,6 @@ fn a_dry_run_lists_the_first_thousand_and_counts_every_match() {
 #[test]
 fn a_delete_spares_an_entry_under_the_same_tuple_with_another_id() {
     use flush_conntrack::ctnetlink::delete::{DeleteCounts, Deleter};
-    use flush_conntrack::ctnetlink::{Entry, Family};
 
     if !require::kernel_test("a_delete_spares_an_entry_under_the_same_tuple_with_another_id", TOOLS) {
         return;
@@ -379,21 +378,10 @@ fn a_delete_spares_an_entry_under_the_same_tuple_with_another_id() {
     let ns = Netns::new("reused");
     Flow::udp("192.0.2.2", 40000, "192.0.2.1", 8125, "198.51.100.6").insert_with_conntrack(&ns);
     let live = table::list(&ns)[0].id;
-    let dumped = |id: u32| Entry {
-        family: Family::V4,
-        protocol: 17,
-        src: "192.0.2.2".parse().unwrap(),
-        dst: "192.0.2.1".parse().unwrap(),
-        src_port: 40000,
-        dst_port: 8125,
-        reply_src: Some("198.51.100.5".parse().unwrap()),
-        id: Some(id),
-        zone: 0,
-    };
     let delete = |id: u32| {
         ns.within(|| {
             let mut deleter = Deleter::open().unwrap();
-            deleter.push(&dumped(id)).unwrap();
+            deleter.push(&dumped(40000, id)).unwrap();
             deleter.finish().unwrap()
         })
     };
@@ -410,7 +398,6 @@ fn a_delete_spares_an_entry_under_the_same_tuple_with_another_id() {
 #[test]
 fn deleting_an_entry_that_is_already_gone_counts_it_as_gone_not_failed() {
     use flush_conntrack::ctnetlink::delete::{DeleteCounts, Deleter};
-    use flush_conntrack::ctnetlink::{Entry, Family};
 
     if !require::kernel_test("deleting_an_entry_that_is_already_gone_counts_it_as_gone_not_failed", TOOLS) {
         return;
@@ -419,19 +406,8 @@ fn deleting_an_entry_that_is_already_gone_counts_it_as_gone_not_failed() {
     let present = Flow::udp("192.0.2.2", 40000, "192.0.2.1", 8125, "198.51.100.5");
     present.insert_with_conntrack(&ns);
     let id = table::list(&ns)[0].id;
-    let entry = |sport: u16, id: u32| Entry {
-        family: Family::V4,
-        protocol: 17,
-        src: "192.0.2.2".parse().unwrap(),
-        dst: "192.0.2.1".parse().unwrap(),
-        src_port: sport,
-        dst_port: 8125,
-        reply_src: Some("198.51.100.5".parse().unwrap()),
-        id: Some(id),
-        zone: 0,
-    };
     // One entry that exists, one that never did, and the first one again.
-    let batch = [entry(40000, id), entry(40001, 1), entry(40000, id)];
+    let batch = [dumped(40000, id), dumped(40001, 1), dumped(40000, id)];
     let path = ns.path();
     let (counts, failure) = std::thread::scope(|s| {
         s.spawn(|| {
@@ -552,7 +528,9 @@ fn a_table_with_nothing_for_the_ports_says_so_instead_of_a_bare_deleted_0() {
     assert_eq!(message, "flush done", "{s}");
 }
 
-fn absent(sport: u16) -> flush_conntrack::ctnetlink::Entry {
+/// The entry a dump returns for 192.0.2.2:`sport` -> 192.0.2.1:8125/udp,
+/// translated to 198.51.100.5, with this conntrack ID.
+fn dumped(sport: u16, id: u32) -> flush_conntrack::ctnetlink::Entry {
     flush_conntrack::ctnetlink::Entry {
         family: flush_conntrack::ctnetlink::Family::V4,
         protocol: 17,
@@ -561,9 +539,14 @@ fn absent(sport: u16) -> flush_conntrack::ctnetlink::Entry {
         src_port: sport,
         dst_port: 8125,
         reply_src: Some("198.51.100.5".parse().unwrap()),
-        id: Some(1),
+        id: Some(id),
         zone: 0,
     }
+}
+
+/// An entry that was never in the table.
+fn absent(sport: u16) -> flush_conntrack::ctnetlink::Entry {
+    dumped(sport, 1)
 }
 
 /// Deletes answer only when they fail, so an error can still be queued when
