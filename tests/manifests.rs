@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
+use testbed::command::ok;
 use testbed::{require, validate};
 
 const KUSTOMIZATIONS: &[&str] = &["jobs", "kustomize/base", "kustomize/overlays/statsd"];
@@ -99,13 +100,7 @@ fn the_dockerfile_passes_hadolint() {
     if !require::tools("the_dockerfile_passes_hadolint", &["hadolint"]) {
         return;
     }
-    let out = Command::new("hadolint").arg(root().join("Dockerfile")).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(Command::new("hadolint").arg(root().join("Dockerfile")).output().unwrap(), "hadolint Dockerfile");
 }
 
 #[test]
@@ -114,13 +109,7 @@ fn the_release_workflow_passes_actionlint() {
         return;
     }
     let workflow = root().join(".github/workflows/release.yml");
-    let out = Command::new("actionlint").arg(&workflow).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(Command::new("actionlint").arg(&workflow).output().unwrap(), "actionlint release.yml");
 }
 
 /// What the README says the release does, as the workflow says it (it runs
