@@ -2,65 +2,33 @@
 //! network namespace; spawn a node-pinned Job otherwise. A pod's private
 //! namespace must never be flushed in the belief that it is the node's.
 
-use std::io;
 use std::net::IpAddr;
 
-use crate::config::Auto;
-use crate::error::Error;
-use crate::Plan;
+use crate::contract::Mode;
+use crate::error::{Error, Undecided};
+use crate::plan::{AutoPlan, Plan};
 
 const CAP_NET_ADMIN: u32 = 12;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Choice {
-    Flush,
-    Spawn,
-}
-
-impl std::fmt::Display for Choice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Choice::Flush => "flush",
-            Choice::Spawn => "spawn",
-        })
-    }
-}
-
-/// Why auto cannot choose.
-#[derive(Debug, thiserror::Error)]
-pub enum Undecided {
-    #[error(
-        "this process holds CAP_NET_ADMIN, but TARGET_IP names no address of the node (it is empty, \
-         `local`, or only loopback or link-local addresses, which every namespace has), so this \
-         namespace may be a pod's own"
-    )]
-    NoNodeAddress,
-    #[error("cannot read /proc/self/status")]
-    Status(#[source] io::Error),
-    #[error("/proc/self/status has no readable CapEff")]
-    NoCapEff,
-    #[error("cannot list interface addresses")]
-    Addresses(#[source] io::Error),
-}
-
-/// The decision, from what was observed. Pure.
+/// The decision, from what was observed: [`Mode::Flush`] or
+/// [`Mode::Spawn`]. Pure.
 ///
 /// The node's namespace is recognised by its address: `TARGET_IP` is the
 /// node's hostIP, which only the node's own namespace (and so a host-network
 /// pod) has on an interface. Loopback and link-local addresses prove
 /// nothing: every namespace has 127.0.0.1 and ::1, and a pod's veth has the
 /// same fe80:: kind of address as the node's.
-pub fn decide(net_admin: bool, local: &[IpAddr], targets: &[IpAddr]) -> Result<Choice, Undecided> {
+pub fn decide(net_admin: bool, local: &[IpAddr], targets: &[IpAddr]) -> Result<Mode, Undecided> {
     if !net_admin {
-        return Ok(Choice::Spawn);
+        return Ok(Mode::Spawn);
     }
     let telling: Vec<&IpAddr> = targets.iter().filter(|t| tells_a_namespace(t)).collect();
     if telling.is_empty() {
         return Err(Undecided::NoNodeAddress);
     }
     match telling.iter().any(|t| local.contains(t)) {
-        true => Ok(Choice::Flush),
-        false => Ok(Choice::Spawn),
+        true => Ok(Mode::Flush),
+        false => Ok(Mode::Spawn),
     }
 }
 
@@ -82,15 +50,15 @@ pub fn effective_has(status: &str, capability: u32) -> Option<bool> {
 }
 
 /// Observes this process and its namespace, and chooses between the plans.
-pub fn resolve(auto: Auto) -> Result<Plan, Error> {
+pub fn resolve(auto: &AutoPlan) -> Result<Plan, Error> {
     let status = std::fs::read_to_string("/proc/self/status").map_err(Undecided::Status)?;
     let net_admin = effective_has(&status, CAP_NET_ADMIN).ok_or(Undecided::NoCapEff)?;
     let local = crate::addresses::local().map_err(Undecided::Addresses)?;
     let choice = decide(net_admin, &local, &auto.flush.selection.ips)?;
     tracing::info!(mode = %choice, net_admin, "MODE=auto chose");
     match choice {
-        Choice::Flush => Ok(Plan::Flush(auto.flush)),
-        Choice::Spawn => Ok(Plan::Spawn(auto.spawn?)),
+        Mode::Flush => Ok(Plan::Flush(auto.flush.clone())),
+        _ => Ok(Plan::Spawn(auto.spawn.clone()?)),
     }
 }
 
@@ -104,21 +72,21 @@ mod tests {
 
     #[test]
     fn without_net_admin_it_spawns() {
-        assert_eq!(decide(false, &ips(&["192.0.2.1"]), &ips(&["192.0.2.1"])).unwrap(), Choice::Spawn);
-        assert_eq!(decide(false, &[], &[]).unwrap(), Choice::Spawn);
+        assert_eq!(decide(false, &ips(&["192.0.2.1"]), &ips(&["192.0.2.1"])).unwrap(), Mode::Spawn);
+        assert_eq!(decide(false, &[], &[]).unwrap(), Mode::Spawn);
     }
 
     #[test]
     fn with_net_admin_on_the_node_it_flushes() {
         let node = ips(&["127.0.0.1", "192.0.2.1", "2001:db8::1"]);
-        assert_eq!(decide(true, &node, &ips(&["192.0.2.1"])).unwrap(), Choice::Flush);
-        assert_eq!(decide(true, &node, &ips(&["2001:db8::1"])).unwrap(), Choice::Flush);
+        assert_eq!(decide(true, &node, &ips(&["192.0.2.1"])).unwrap(), Mode::Flush);
+        assert_eq!(decide(true, &node, &ips(&["2001:db8::1"])).unwrap(), Mode::Flush);
     }
 
     #[test]
     fn with_net_admin_in_a_pod_namespace_it_spawns() {
         let pod = ips(&["127.0.0.1", "10.244.1.5"]);
-        assert_eq!(decide(true, &pod, &ips(&["192.0.2.1"])).unwrap(), Choice::Spawn);
+        assert_eq!(decide(true, &pod, &ips(&["192.0.2.1"])).unwrap(), Mode::Spawn);
     }
 
     #[test]
@@ -137,10 +105,10 @@ mod tests {
             assert!(matches!(why, Undecided::NoNodeAddress), "{target}: {why}");
         }
         // Beside an address that does tell, they change nothing.
-        assert_eq!(decide(true, &pod, &ips(&["127.0.0.1", "192.0.2.1"])).unwrap(), Choice::Spawn);
+        assert_eq!(decide(true, &pod, &ips(&["127.0.0.1", "192.0.2.1"])).unwrap(), Mode::Spawn);
         let node = ips(&["127.0.0.1", "192.0.2.1"]);
-        assert_eq!(decide(true, &node, &ips(&["127.0.0.1", "192.0.2.1"])).unwrap(), Choice::Flush);
-        assert_eq!(decide(true, &pod, &ips(&["fe80::2", "10.244.1.5"])).unwrap(), Choice::Flush);
+        assert_eq!(decide(true, &node, &ips(&["127.0.0.1", "192.0.2.1"])).unwrap(), Mode::Flush);
+        assert_eq!(decide(true, &pod, &ips(&["fe80::2", "10.244.1.5"])).unwrap(), Mode::Flush);
     }
 
     #[test]

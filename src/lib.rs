@@ -2,35 +2,30 @@
 //! flow translated to a pod that no longer exists, on the node itself or
 //! through a node-pinned Kubernetes Job.
 //!
-//! `main` reads the environment once ([`config`]), resolves `MODE=auto`
-//! ([`auto`]) and runs one [`Plan`].
+//! `main` reads the environment once ([`config`], by the rows of
+//! [`contract`]) into one [`Plan`], and [`run`] carries it out.
+//! docs/design.md draws the modules and what each may import.
+
+#![forbid(unsafe_code)]
 
 pub mod addresses;
 pub mod auto;
 pub mod cluster;
 pub mod config;
+pub mod contract;
 pub mod ctnetlink;
 pub mod error;
 pub mod flush;
 pub mod logging;
+pub mod plan;
 pub mod report;
 
 use std::path::Path;
 
 use error::Error;
+pub use plan::Plan;
 
-/// One mode's work, carrying only what that mode needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
-    /// Delete the stale entries in this network namespace.
-    Flush(flush::Plan),
-    /// Have a node-pinned Job delete them, and wait for it.
-    Spawn(cluster::spawn::Plan),
-    /// One Job for every node whose agents declare hostPorts.
-    Sweep(cluster::sweep::Plan),
-}
-
-/// Runs the plan to its end.
+/// Runs the plan to its end; `auto` first chooses between flush and spawn.
 pub fn run(plan: &Plan) -> Result<(), Error> {
     match plan {
         Plan::Flush(plan) => {
@@ -41,7 +36,12 @@ pub fn run(plan: &Plan) -> Result<(), Error> {
             }
             Ok(())
         }
-        Plan::Spawn(plan) => cluster::run(cluster::Work::Spawn(plan)),
-        Plan::Sweep(plan) => cluster::run(cluster::Work::Sweep(plan)),
+        Plan::Spawn(plan) => cluster::run(&plan.cluster, |client, namespace| async move {
+            cluster::spawn::run(&client, &namespace, plan).await
+        }),
+        Plan::Sweep(plan) => cluster::run(&plan.cluster, |client, namespace| async move {
+            cluster::sweep::run(&client, &namespace, plan).await
+        }),
+        Plan::Auto(candidates) => run(&auto::resolve(candidates)?),
     }
 }

@@ -3,13 +3,13 @@
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
-use crate::config::variables::name;
-use crate::config::{ConfigError, LogFormat};
+use crate::contract::{LogFormat, RUST_LOG};
+use crate::error::ConfigError;
 
 pub fn filter(rust_log: &str) -> Result<Targets, ConfigError> {
-    let spec = if rust_log.trim().is_empty() { "info" } else { rust_log.trim() };
+    let spec = if rust_log.trim().is_empty() { RUST_LOG.default } else { rust_log.trim() };
     spec.parse::<Targets>().map_err(|e| {
-        ConfigError::new(name::RUST_LOG, rust_log, format!("{e}; use a level such as info or debug"))
+        ConfigError::new(RUST_LOG.name, rust_log, format!("{e}; use a level such as info or debug"))
     })
 }
 

@@ -1,8 +1,10 @@
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
-use flush_conntrack::config::{Settings, Work};
+use flush_conntrack::config::Settings;
 use flush_conntrack::error::{report, Error, EXIT_CONFIG};
-use flush_conntrack::{auto, logging, run};
+use flush_conntrack::{logging, run};
 
 fn main() -> ExitCode {
     // Nothing is opened before the whole configuration has been read and
@@ -11,16 +13,12 @@ fn main() -> ExitCode {
     let (filter, settings) = match configured {
         Ok(ok) => ok,
         Err(e) => {
-            eprintln!("flush-conntrack: {}", Error::Config(e));
+            eprintln!("flush-conntrack: {}", report(&Error::Config(e)));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     logging::init(settings.log_format, filter);
-    let plan = match settings.work {
-        Work::Planned(plan) => Ok(plan),
-        Work::Auto(choices) => auto::resolve(choices),
-    };
-    match plan.and_then(|plan| run(&plan)) {
+    match run(&settings.plan) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(exit_code = e.exit_code(), "{}", report(&e));

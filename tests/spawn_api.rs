@@ -8,14 +8,14 @@ mod fixtures;
 use std::sync::{Arc, Mutex};
 
 use fixtures::*;
-use flush_conntrack::cluster::spawn;
+use flush_conntrack::cluster::spawn::SpawnPlan;
 use flush_conntrack::error::{Error, EXIT_CONFIG, EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_TIMED_OUT};
 use http::Method;
 use k8s_openapi::api::batch::v1::Job;
 use kube::Client;
 use serde_json::{json, Value};
 
-async fn spawn(client: &Client, plan: &spawn::Plan) -> Result<(), Error> {
+async fn spawn(client: &Client, plan: &SpawnPlan) -> Result<(), Error> {
     flush_conntrack::cluster::spawn::run(client, NS, plan).await
 }
 
@@ -68,7 +68,7 @@ async fn a_restarted_trigger_adopts_its_job_on_409() {
         let template: k8s_openapi::api::batch::v1::CronJob = serde_json::from_value(template()).unwrap();
         let order = flush_conntrack::cluster::job_template::FlushOrder {
             node: "node-a",
-            env: flush_conntrack::config::job_env::flush_job(&plan.selection, plan.dry_run),
+            env: flush_conntrack::cluster::job_env::flush_job(&plan.selection, plan.dry_run),
             run: "7d3c-uid",
         };
         let mut v =

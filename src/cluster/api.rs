@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::error::{Error, Unanswered};
 
 /// One call's bound. The initContainer waiting on us must never hang.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -27,12 +27,12 @@ impl Call {
 }
 
 /// A call that failed for good.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ApiError {
     /// The API server answered with this Status.
     Status { code: u16, reason: String, message: String },
-    /// No answer, after every attempt.
-    Unreachable(String),
+    /// No answer, after every attempt: why the last one got none.
+    Unreachable(Unanswered),
 }
 
 impl ApiError {
@@ -62,7 +62,7 @@ impl ApiError {
                 reason,
                 message,
             },
-            ApiError::Unreachable(detail) => Error::Unreachable { attempts: ATTEMPTS, detail },
+            ApiError::Unreachable(last) => Error::Unreachable { attempts: ATTEMPTS, last },
         }
     }
 }
@@ -73,7 +73,7 @@ fn classify(e: kube::Error) -> (ApiError, bool) {
             let retry = status.code == 429 || status.code >= 500;
             (ApiError::Status { code: status.code, reason: status.reason, message: status.message }, retry)
         }
-        other => (ApiError::Unreachable(other.to_string()), true),
+        other => (ApiError::Unreachable(Unanswered::Kube(other)), true),
     }
 }
 
@@ -89,7 +89,7 @@ where
         let failure = match tokio::time::timeout(CALL_TIMEOUT, f()).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => classify(e),
-            Err(_) => (ApiError::Unreachable(format!("no answer within {} s", CALL_TIMEOUT.as_secs())), true),
+            Err(_) => (ApiError::Unreachable(Unanswered::Timeout(CALL_TIMEOUT)), true),
         };
         match failure {
             (e, true) if attempt < ATTEMPTS => {
@@ -170,6 +170,12 @@ mod tests {
         assert_eq!(started.elapsed(), FIRST_BACKOFF * 3, "the backoff doubles");
 
         let r: Result<(), ApiError> = call(std::future::pending).await;
-        assert!(matches!(r, Err(ApiError::Unreachable(_))), "bounded by the call timeout");
+        let Err(ApiError::Unreachable(last)) = r else { panic!("bounded by the call timeout") };
+        let e = ApiError::Unreachable(last).explain(&Call::new("get", "cronjobs", "ns"));
+        assert_eq!(e.exit_code(), crate::error::EXIT_UNREACHABLE);
+        assert_eq!(
+            crate::error::report(&e),
+            format!("the Kubernetes API did not answer after {ATTEMPTS} attempts: no answer within 15 s")
+        );
     }
 }

@@ -11,8 +11,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::job::{state, JobState};
 use super::job_template::NODE_ANNOTATION;
-use crate::config::values;
-use crate::config::variables::name;
+use crate::contract::{truth, DRY_RUN};
 
 /// How far before the last success a sweep still looks: for clocks that
 /// disagree, and for what changed while that sweep ran (it lists pods at
@@ -50,8 +49,10 @@ pub fn changed_since(pod: &Pod, since: Timestamp) -> bool {
 pub fn is_dry_run(job: &Job) -> bool {
     let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
     let env = pod.into_iter().flat_map(|p| p.containers.iter()).flat_map(|c| c.env.iter().flatten());
-    env.filter(|v| v.name == name::DRY_RUN)
-        .any(|v| values::boolean(name::DRY_RUN, v.value.as_deref().unwrap_or_default()).unwrap_or(false))
+    env.filter(|v| v.name == DRY_RUN.name).any(|v| {
+        let given = v.value.as_deref().filter(|v| !v.trim().is_empty());
+        truth(given.unwrap_or(DRY_RUN.default)).unwrap_or(false)
+    })
 }
 
 /// The nodes whose most recent flush Job failed: a failure is retried at

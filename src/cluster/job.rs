@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::api::{call, ApiError, Call};
 use super::job_template::{self, FlushOrder};
-use crate::error::Error;
+use crate::error::{report, Error};
 use crate::report::Summary;
 
 /// A server-side watch ends after this long and is opened again, so that a
@@ -223,6 +223,48 @@ pub fn build(template: &CronJob, order: &FlushOrder) -> Result<Job, Error> {
     let template_name = template.metadata.name.as_deref().unwrap_or_default();
     let name = job_template::job_name(template_name, order);
     Ok(job_template::flush_job(template, &name, order)?)
+}
+
+/// Waits for one Job and turns its outcome into ours, logging the summary
+/// its pod left and returning it when it could be read.
+pub async fn finish(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    node: &str,
+    deadline: Instant,
+    timeout: std::time::Duration,
+) -> Result<Option<Summary>, Error> {
+    match outcome(client, namespace, name, deadline).await? {
+        Some(JobState::Succeeded) => match summary(client, namespace, name).await {
+            Ok(s) => {
+                // The job and node ride on a span: the summary logs itself.
+                let _job = tracing::info_span!("flush_job", job = name, node).entered();
+                s.log_as("flush Job succeeded");
+                Ok(Some(s))
+            }
+            Err(why) => {
+                tracing::info!(
+                    job = name,
+                    node,
+                    "flush Job succeeded; its summary cannot be read: {}",
+                    report(&why)
+                );
+                Ok(None)
+            }
+        },
+        Some(JobState::Failed { reason, message }) => Err(Error::JobFailed {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            reason: format!("{reason}: {message}"),
+        }),
+        Some(JobState::Running) | None => Err(Error::TimedOut {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            seconds: timeout.as_secs(),
+            cause: creation_failure(client, namespace, name).await,
+        }),
+    }
 }
 
 #[cfg(test)]

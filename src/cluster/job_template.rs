@@ -13,6 +13,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+use crate::error::TemplateError;
+
 /// Label on every Job and pod we create, naming the node (label-safe).
 pub const NODE_LABEL: &str = "flush-conntrack/node";
 /// The full node name, which a label value may be too short to hold.
@@ -25,18 +27,12 @@ pub const ADDRESSES_ANNOTATION: &str = "flush-conntrack/addresses";
 /// What kubectl writes on a Job made from a CronJob by hand.
 const INSTANTIATE_ANNOTATION: &str = "cronjob.kubernetes.io/instantiate";
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
-    #[error("CronJob {0} has no jobTemplate.spec.template.spec.containers: it is not a flush Job template")]
-    NoContainers(String),
-}
-
 /// What makes a flush Job this node's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlushOrder<'a> {
     pub node: &'a str,
     /// The flush's variables, as the contract writes them
-    /// ([`crate::config::job_env`]).
+    /// ([`super::job_env`]).
     pub env: Vec<(&'static str, String)>,
     /// What tells this Job from an earlier one for the same node and target:
     /// the trigger pod's UID, or the sweep's run.

@@ -6,10 +6,12 @@ pub mod churn;
 pub mod events;
 pub mod hostports;
 pub mod job;
+pub mod job_env;
 pub mod job_template;
 pub mod spawn;
 pub mod sweep;
 
+use std::future::Future;
 use std::time::Duration;
 
 use crate::error::{report, Error, Signal};
@@ -36,60 +38,57 @@ pub struct Options {
     pub pod: Option<Regarding>,
 }
 
-/// The work of one run.
-#[derive(Debug, Clone, Copy)]
-pub enum Work<'a> {
-    Spawn(&'a spawn::Plan),
-    Sweep(&'a sweep::Plan),
-}
-
-impl Work<'_> {
-    fn options(&self) -> &Options {
-        match self {
-            Work::Spawn(plan) => &plan.cluster,
-            Work::Sweep(plan) => &plan.cluster,
-        }
-    }
-}
-
-/// Runs spawn or sweep to its end, a signal, or an error; under
-/// `FAIL_OPEN=true` a failure is logged and the run still succeeds, so that
-/// an initContainer never holds its pod back. Configuration errors are not
-/// failures of the cluster, and a signal is no failure at all (the run was
-/// stopped before it finished): both stay errors, with their exit codes.
-pub fn run(work: Work) -> Result<(), Error> {
-    let options = work.options();
+/// Runs one spawn or sweep (`work`, given the client and the namespace) on
+/// a current-thread runtime, to its end or a signal: see [`conduct`].
+pub fn run<W, Fut>(options: &Options, work: W) -> Result<(), Error>
+where
+    W: FnOnce(kube::Client, String) -> Fut,
+    Fut: Future<Output = Result<(), Error>>,
+{
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
-    let result = runtime.block_on(async {
+    runtime.block_on(async {
         let work = async {
             let (client, default_namespace) = client().await?;
             let namespace = options.namespace.clone().unwrap_or(default_namespace);
-            match work {
-                Work::Spawn(plan) => spawn::run(&client, &namespace, plan).await,
-                Work::Sweep(plan) => sweep::run(&client, &namespace, plan).await,
-            }
+            work(client, namespace).await
         };
-        let result = tokio::select! {
-            result = work => result,
-            signal = terminated() => Err(signal),
-        };
-        // A sidecar that exited would be started again, and flush again:
-        // it reports and stays until the pod ends.
-        match result {
-            Err(e @ (Error::Config(_) | Error::Interrupted(_))) => Err(e),
-            outcome if options.stay_running => {
-                if let Err(e) = outcome {
-                    tracing::error!(exit_code = e.exit_code(), "{}", report(&e));
-                }
-                tracing::info!("STAY_RUNNING=true: done; running until the pod is terminated");
-                let signal = terminated().await;
-                tracing::info!("{signal}: exiting");
-                Ok(())
+        conduct(options, work, terminated()).await
+    })
+}
+
+/// The process's contract around the work: a `stop` (SIGTERM or SIGINT)
+/// ends it early; under `STAY_RUNNING=true` the outcome is reported and the
+/// run waits for the stop; under `FAIL_OPEN=true` a failure is logged and
+/// the run still succeeds, so that an initContainer never holds its pod
+/// back. Configuration errors are not failures of the cluster, and a
+/// signal is no failure at all (the run was stopped before it finished):
+/// both stay errors, with their exit codes.
+pub async fn conduct(
+    options: &Options,
+    work: impl Future<Output = Result<(), Error>>,
+    stop: impl Future<Output = Signal>,
+) -> Result<(), Error> {
+    tokio::pin!(stop);
+    let result = tokio::select! {
+        result = work => result,
+        signal = &mut stop => Err(Error::Interrupted(signal)),
+    };
+    // A sidecar that exited would be started again, and flush again: it
+    // reports and stays until the pod ends.
+    let result = match result {
+        Err(e @ (Error::Config(_) | Error::Interrupted(_))) => Err(e),
+        outcome if options.stay_running => {
+            if let Err(e) = outcome {
+                tracing::error!(exit_code = e.exit_code(), "{}", report(&e));
             }
-            outcome => outcome,
+            tracing::info!("STAY_RUNNING=true: done; running until the pod is terminated");
+            let signal = stop.await;
+            tracing::info!("{signal}: exiting");
+            Ok(())
         }
-    });
+        outcome => outcome,
+    };
     match result {
         Err(e) if options.fail_open && !matches!(e, Error::Config(_) | Error::Interrupted(_)) => {
             tracing::error!(exit_code = e.exit_code(), "{}", report(&e));
@@ -110,13 +109,14 @@ async fn client() -> Result<(kube::Client, String), Error> {
     Ok((client, namespace))
 }
 
-async fn terminated() -> Error {
+/// The first SIGTERM or SIGINT.
+async fn terminated() -> Signal {
     use tokio::signal::unix::{signal, SignalKind};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
-                _ = term.recv() => Error::Interrupted(Signal::Term),
-                _ = int.recv() => Error::Interrupted(Signal::Int),
+                _ = term.recv() => Signal::Term,
+                _ = int.recv() => Signal::Int,
             }
         }
         _ => std::future::pending().await,

@@ -5,13 +5,12 @@ use kube::Client;
 use tokio::time::Instant;
 
 use super::events::{self, Regarding};
-use super::job::{self, JobState};
+use super::job;
+use super::job_env;
 use super::job_template::FlushOrder;
 use super::Options;
-use crate::config::job_env;
 use crate::error::{report, Error};
 use crate::flush::selection::Selection;
-use crate::report::Summary;
 
 /// A Job made without a trigger pod (by hand) is one run of its own: each
 /// invocation flushes, rather than adopting an earlier one's finished Job,
@@ -32,7 +31,7 @@ fn random() -> u64 {
 
 /// `MODE=spawn`: one flush of this node, by a Job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub struct SpawnPlan {
     /// The node the Job is pinned to (`NODE_NAME`).
     pub node: String,
     /// What the Job deletes.
@@ -42,7 +41,7 @@ pub struct Plan {
     pub cluster: Options,
 }
 
-pub async fn run(client: &Client, namespace: &str, plan: &Plan) -> Result<(), Error> {
+pub async fn run(client: &Client, namespace: &str, plan: &SpawnPlan) -> Result<(), Error> {
     let node = plan.node.as_str();
     let regarding = plan.cluster.pod.as_ref();
     let result = spawn(client, namespace, plan, regarding).await;
@@ -59,7 +58,7 @@ pub async fn run(client: &Client, namespace: &str, plan: &Plan) -> Result<(), Er
 async fn spawn(
     client: &Client,
     namespace: &str,
-    plan: &Plan,
+    plan: &SpawnPlan,
     regarding: Option<&Regarding>,
 ) -> Result<(), Error> {
     let (cluster, node) = (&plan.cluster, plan.node.as_str());
@@ -89,53 +88,12 @@ async fn spawn(
         return Ok(());
     }
     let summary =
-        finish(client, namespace, &name, node, started + cluster.wait_timeout, cluster.wait_timeout).await?;
+        job::finish(client, namespace, &name, node, started + cluster.wait_timeout, cluster.wait_timeout)
+            .await?;
     if let (Some(pod), Some(summary)) = (regarding, summary) {
         events::publish(client, pod, &events::flushed(&summary, &name, namespace, node), node).await;
     }
     Ok(())
-}
-
-/// Waits for one Job and turns its outcome into ours, logging the summary
-/// its pod left and returning it when it could be read.
-pub async fn finish(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    node: &str,
-    deadline: Instant,
-    timeout: std::time::Duration,
-) -> Result<Option<Summary>, Error> {
-    match job::outcome(client, namespace, name, deadline).await? {
-        Some(JobState::Succeeded) => match job::summary(client, namespace, name).await {
-            Ok(s) => {
-                // The job and node ride on a span: the summary logs itself.
-                let _job = tracing::info_span!("flush_job", job = name, node).entered();
-                s.log_as("flush Job succeeded");
-                Ok(Some(s))
-            }
-            Err(why) => {
-                tracing::info!(
-                    job = name,
-                    node,
-                    "flush Job succeeded; its summary cannot be read: {}",
-                    report(&why)
-                );
-                Ok(None)
-            }
-        },
-        Some(JobState::Failed { reason, message }) => Err(Error::JobFailed {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            reason: format!("{reason}: {message}"),
-        }),
-        Some(JobState::Running) | None => Err(Error::TimedOut {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            seconds: timeout.as_secs(),
-            cause: job::creation_failure(client, namespace, name).await,
-        }),
-    }
 }
 
 #[cfg(test)]

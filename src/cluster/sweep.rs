@@ -17,9 +17,9 @@ use super::churn;
 use super::events::{self, Regarding};
 use super::hostports::{self, NodeFlush};
 use super::job;
+use super::job_env;
 use super::job_template::{self, FlushOrder, NODE_LABEL};
 use super::Options;
-use crate::config::job_env;
 use crate::ctnetlink::Protocol;
 use crate::error::{report, Error};
 use crate::report::Summary;
@@ -29,7 +29,7 @@ const PAGE: u32 = 500;
 
 /// `MODE=sweep`: which agents, which of their nodes, how many at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub struct SweepPlan {
     /// Label selector of the agents' pods (`SWEEP_SELECTOR`).
     pub selector: String,
     /// Namespace of the agents' pods; `None`: all namespaces.
@@ -48,7 +48,7 @@ pub struct Plan {
     pub cluster: Options,
 }
 
-pub async fn run(client: &Client, namespace: &str, sweep: &Plan) -> Result<(), Error> {
+pub async fn run(client: &Client, namespace: &str, sweep: &SweepPlan) -> Result<(), Error> {
     let cluster = &sweep.cluster;
     let selector = sweep.selector.as_str();
     let pods = running_pods(client, sweep.namespace.as_deref(), selector).await?;
@@ -158,7 +158,7 @@ async fn running_pods(client: &Client, namespace: Option<&str>, selector: &str) 
 async fn nodes_to_visit(
     client: &Client,
     namespace: &str,
-    sweep: &Plan,
+    sweep: &SweepPlan,
     pods: &[Pod],
 ) -> Option<BTreeSet<String>> {
     if sweep.full {
@@ -199,7 +199,7 @@ async fn nodes_to_visit(
 async fn one_node(
     client: &Client,
     namespace: &str,
-    sweep: &Plan,
+    sweep: &SweepPlan,
     template: &CronJob,
     node: &NodeFlush,
     run: &str,
@@ -223,5 +223,5 @@ async fn one_node(
     if timeout.is_zero() {
         return Ok(None);
     }
-    super::spawn::finish(client, namespace, &name, &node.node, started + timeout, timeout).await
+    job::finish(client, namespace, &name, &node.node, started + timeout, timeout).await
 }

@@ -1,78 +1,27 @@
-//! The environment contract (docs/design.md): read, parse and validate every
-//! variable before anything is touched, and turn them into the plan of one
-//! mode. A variable is named in [`variables`]; it is parsed here (or in
-//! [`cluster`] for spawn and sweep), and written back for a spawned Job in
-//! [`job_env`].
+//! The environment, read once: every variable parsed and checked before
+//! anything is touched, and turned into the [`Plan`] of one mode. The rows
+//! (name, type, default) are `contract`'s; the parsers are [`values`]'; the
+//! flush's variables are read in [`target`], spawn's and sweep's in
+//! [`delegation`].
 
-mod cluster;
-pub mod job_env;
+mod delegation;
+mod target;
 pub(crate) mod values;
-pub mod variables;
 
 use std::ffi::OsString;
 
-use crate::cluster::spawn;
-use crate::ctnetlink::Protocol;
-use crate::flush::{self, selection::Selection};
-use crate::Plan;
-use variables::{name, Raw};
-
-pub use cluster::{
-    DEFAULT_JOB_TEMPLATE, DEFAULT_SWEEP_CRONJOB, DEFAULT_SWEEP_PARALLELISM, DEFAULT_WAIT_TIMEOUT,
-};
-
-/// A refused configuration: which variable, the value as given, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}={value:?}: {reason}")]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub value: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    pub fn new(variable: &'static str, value: &str, reason: impl Into<String>) -> Self {
-        Self { variable, value: value.to_owned(), reason: reason.into() }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+use crate::contract::{self, LogFormat, Mode, Raw};
+use crate::error::ConfigError;
+use crate::plan::{AutoPlan, Plan};
+use values::read;
 
 /// Everything the environment says, accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub log_format: LogFormat,
-    /// `RUST_LOG` as given; parsed by the logging setup, which owns its syntax.
+    /// `RUST_LOG`; parsed by the logging setup, which owns its syntax.
     pub log_filter: String,
-    pub work: Work,
-}
-
-/// What to do: a plan, or, under `MODE=auto`, the two plans it chooses from
-/// once it has looked at this process and its namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Work {
-    Planned(Plan),
-    Auto(Auto),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Auto {
-    pub flush: flush::Plan,
-    /// Spawn has requirements of its own (`NODE_NAME`); they are reported
-    /// only if auto chooses spawn, still before anything is contacted.
-    pub spawn: Result<spawn::Plan, ConfigError>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Flush,
-    Spawn,
-    Sweep,
-    Auto,
+    pub plan: Plan,
 }
 
 impl Settings {
@@ -86,117 +35,66 @@ impl Settings {
         let mut utf8 = Vec::new();
         for (name, value) in vars {
             let Some(name) = name.to_str().map(str::to_owned) else { continue };
-            let Some(ours) = variables::ALL.iter().find(|n| **n == name) else { continue };
+            let Some(ours) = contract::ALL.iter().find(|row| row.name == name) else { continue };
             match value.into_string() {
                 Ok(value) => utf8.push((name, value)),
-                Err(raw) => return Err(ConfigError::new(ours, &raw.to_string_lossy(), "is not valid UTF-8")),
+                Err(raw) => {
+                    return Err(ConfigError::new(ours.name, &raw.to_string_lossy(), "is not valid UTF-8"))
+                }
             }
         }
-        let raw: Raw =
-            envy::from_iter(utf8).map_err(|e| ConfigError::new("environment", "", e.to_string()))?;
+        let raw: Raw = envy::from_iter(utf8)
+            .map_err(|e| ConfigError::new("environment", "", "cannot be read").caused_by(e))?;
         Self::from_raw(&raw)
     }
 
     fn from_raw(raw: &Raw) -> Result<Self, ConfigError> {
-        let text = |v: &Option<String>| v.clone().unwrap_or_default();
-        let mode = mode(&text(&raw.mode))?;
-        let log_format = match text(&raw.log_format).trim().to_ascii_lowercase().as_str() {
-            "" | "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            _ => {
-                return Err(ConfigError::new(
-                    name::LOG_FORMAT,
-                    &text(&raw.log_format),
-                    "must be json or text",
-                ))
-            }
-        };
+        let mode = read(raw, &contract::MODE)?;
+        let log_format = read(raw, &contract::LOG_FORMAT)?;
         // Every variable is checked whatever the mode: a typo in one that
         // this mode ignores is still a typo in the manifest.
-        let flush = flush_plan(raw)?;
-        let cluster = cluster::options(raw)?;
-        let node = cluster::node_name(raw)?;
-        let sweep = cluster::sweep_vars(raw)?;
+        let flush = target::plan(raw)?;
+        let options = delegation::options(raw)?;
+        let node = read(raw, &contract::NODE_NAME)?;
+        let sweep = delegation::sweep_vars(raw)?;
         let selection = &flush.selection;
         let everything = selection.ips.is_empty() && !selection.local && selection.ports.is_empty();
-        let work = match mode {
-            Mode::Flush => Work::Planned(Plan::Flush(flush)),
-            Mode::Spawn => Work::Planned(Plan::Spawn(spawn_plan(node, flush, cluster)?)),
-            Mode::Sweep => Work::Planned(Plan::Sweep(cluster::sweep(sweep, &flush, cluster)?)),
-            Mode::Auto => Work::Auto(Auto { spawn: spawn_plan(node, flush.clone(), cluster), flush }),
+        let plan = match mode {
+            Mode::Flush => Plan::Flush(flush),
+            Mode::Spawn => Plan::Spawn(delegation::spawn_plan(node, flush, options)?),
+            Mode::Sweep => Plan::Sweep(delegation::sweep_plan(sweep, &flush, options)?),
+            Mode::Auto => {
+                Plan::Auto(AutoPlan { spawn: delegation::spawn_plan(node, flush.clone(), options), flush })
+            }
         };
         // Flush and spawn name their targets: an empty selection would be
-        // every entry of the table.
-        if everything && !matches!(work, Work::Planned(Plan::Sweep(_))) {
+        // every entry of the table. A sweep's come from the agents' hostPorts.
+        if everything && mode != Mode::Sweep {
             return Err(ConfigError::new(
-                name::TARGET_IP,
-                &text(&raw.target_ip),
+                contract::TARGET_IP.name,
+                raw.get(contract::TARGET_IP.name).unwrap_or_default(),
                 "neither TARGET_IP nor TARGET_PORT is set; refusing to flush every entry of the table \
                  (set TARGET_PORT, e.g. TARGET_PORT=8125, and/or TARGET_IP=local for every address of the node)",
             ));
         }
-        Ok(Settings { log_format, log_filter: text(&raw.rust_log), work })
-    }
-}
-
-/// The `TARGET_*`, `KEEP_DNAT_TO`, `DRY_RUN` and `KERNEL_FLUSH` variables.
-fn flush_plan(raw: &Raw) -> Result<flush::Plan, ConfigError> {
-    let text = |v: &Option<String>| v.clone().unwrap_or_default();
-    let (ips, local) = values::targets(name::TARGET_IP, &text(&raw.target_ip))?;
-    let ports = values::port_list(name::TARGET_PORT, &text(&raw.target_port))?;
-    let protocols = match raw.target_protocol.as_deref() {
-        None => vec![Protocol::Udp],
-        Some(v) if v.trim().is_empty() => vec![Protocol::Udp],
-        Some(v) => values::protocols(name::TARGET_PROTOCOL, v)?,
-    };
-    let keep = values::ip_list(name::KEEP_DNAT_TO, &text(&raw.keep_dnat_to))?;
-    let dry_run = values::boolean(name::DRY_RUN, &text(&raw.dry_run))?;
-    let kernel_flush = match raw.kernel_flush.as_deref().map(str::trim) {
-        None | Some("") => true,
-        Some(v) => values::boolean(name::KERNEL_FLUSH, v)?,
-    };
-    Ok(flush::Plan { selection: Selection { protocols, ips, local, ports, keep }, dry_run, kernel_flush })
-}
-
-/// Spawn pins the Job to a node and cannot guess which.
-fn spawn_plan(
-    node: Option<String>,
-    flush: flush::Plan,
-    cluster: crate::cluster::Options,
-) -> Result<spawn::Plan, ConfigError> {
-    let node = node.ok_or_else(|| {
-        ConfigError::new(
-            name::NODE_NAME,
-            "",
-            "is required to spawn a flush Job: set it from the downward API \
-             (env: - name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}), \
-             as kustomize/components/trigger does",
-        )
-    })?;
-    Ok(spawn::Plan { node, selection: flush.selection, dry_run: flush.dry_run, cluster })
-}
-
-fn mode(value: &str) -> Result<Mode, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "" | "auto" => Ok(Mode::Auto),
-        "flush" => Ok(Mode::Flush),
-        "spawn" => Ok(Mode::Spawn),
-        "sweep" => Ok(Mode::Sweep),
-        _ => Err(ConfigError::new(name::MODE, value, "must be flush, spawn, sweep or auto")),
+        let log_filter = read(raw, &contract::RUST_LOG)?.unwrap_or_default();
+        Ok(Settings { log_format, log_filter, plan })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctnetlink::Protocol;
+    use crate::flush::FlushPlan;
 
     pub(super) fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         Settings::from_vars(vars.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))))
     }
 
-    fn flush_plan_of(vars: &[(&str, &str)]) -> flush::Plan {
-        match settings(vars).unwrap().work {
-            Work::Planned(Plan::Flush(plan)) | Work::Auto(Auto { flush: plan, .. }) => plan,
+    fn flush_plan_of(vars: &[(&str, &str)]) -> FlushPlan {
+        match settings(vars).unwrap().plan {
+            Plan::Flush(plan) | Plan::Auto(AutoPlan { flush: plan, .. }) => plan,
             other => panic!("not a flush: {other:?}"),
         }
     }
@@ -205,7 +103,7 @@ mod tests {
     fn defaults_udp_auto_text_not_dry() {
         let s = settings(&[("TARGET_PORT", "8125")]).unwrap();
         assert_eq!(s.log_format, LogFormat::Text);
-        let Work::Auto(auto) = s.work else { panic!("auto is the default") };
+        let Plan::Auto(auto) = s.plan else { panic!("auto is the default") };
         let plan = auto.flush;
         assert_eq!(plan.selection.protocols, vec![Protocol::Udp]);
         assert_eq!(plan.selection.ports, vec![8125..=8125]);
@@ -241,10 +139,7 @@ mod tests {
 
     #[test]
     fn each_mode_gets_its_plan() {
-        let planned = |vars: &[(&str, &str)]| match settings(vars).unwrap().work {
-            Work::Planned(plan) => plan,
-            Work::Auto(_) => panic!("auto"),
-        };
+        let planned = |vars: &[(&str, &str)]| settings(vars).unwrap().plan;
         assert!(matches!(planned(&[("MODE", "flush"), ("TARGET_PORT", "8125")]), Plan::Flush(_)));
         let Plan::Spawn(spawn) = planned(&[
             ("MODE", "Spawn"),
@@ -259,6 +154,8 @@ mod tests {
             panic!("sweep")
         };
         assert_eq!(sweep.selector, "app=statsd");
+        assert!(matches!(planned(&[("TARGET_PORT", "8125")]), Plan::Auto(_)));
+        assert_eq!(planned(&[("MODE", " sweep "), ("SWEEP_SELECTOR", "a=b")]).mode(), Mode::Sweep);
     }
 
     #[test]
@@ -318,5 +215,23 @@ mod tests {
             (OsString::from("OTHER"), bad),
         ]);
         assert!(ok.is_ok());
+    }
+
+    /// What spawn and sweep write for a Job, parsed, is the plan they wrote it from.
+    #[test]
+    fn parsing_what_a_job_carries_gives_the_same_plan() {
+        let plan = flush_plan_of(&[
+            ("MODE", "flush"),
+            ("TARGET_IP", "local, 192.0.2.1, 2001:db8::1"),
+            ("TARGET_PORT", "8126,8000-8100,8125"),
+            ("TARGET_PROTOCOL", "tcp,udp,sctp"),
+            ("KEEP_DNAT_TO", "198.51.100.6"),
+            ("DRY_RUN", "true"),
+        ]);
+        let env = crate::cluster::job_env::flush_job(&plan.selection, plan.dry_run);
+        assert_eq!(env[2], ("TARGET_PORT", "8000-8100,8125,8126".to_owned()));
+        let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(flush_plan_of(&vars), plan);
+        assert!(matches!(settings(&vars).unwrap().plan, Plan::Flush(_)), "MODE=flush is written");
     }
 }

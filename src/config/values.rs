@@ -1,32 +1,167 @@
-//! Parsers for the comma-separated values of the environment contract.
+//! Parsers for the values of the environment contract, one for each type of
+//! `contract::types`: a row's type chooses its parser, and a row's default is
+//! parsed like a given value.
 //!
 //! Each returns a [`ConfigError`] that names the variable and quotes the value,
 //! because the person reading it is looking at a manifest, not at this code.
 
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
+use std::time::Duration;
 
-use super::variables::name;
-use super::ConfigError;
+use crate::contract::{self, types, Raw, Variable, LOCAL, PROTOCOLS};
 use crate::ctnetlink::Protocol;
-use crate::flush::selection::{canonical, LOCAL};
+use crate::error::ConfigError;
+use crate::flush::selection::canonical;
+
+/// A type of the contract and what its values become.
+pub trait Parse {
+    type Value;
+    fn parse(variable: &'static str, value: &str) -> Result<Self::Value, ConfigError>;
+}
+
+/// The variable's value, or its default when unset or blank, parsed by its
+/// type's parser. A refusal quotes what was given.
+pub fn read<T: Parse>(raw: &Raw, variable: &Variable<T>) -> Result<T::Value, ConfigError> {
+    match raw.get(variable.name).filter(|v| !v.trim().is_empty()) {
+        Some(given) => T::parse(variable.name, given),
+        None => T::parse(variable.name, variable.default),
+    }
+}
+
+impl Parse for types::Mode {
+    type Value = contract::Mode;
+    fn parse(variable: &'static str, value: &str) -> Result<contract::Mode, ConfigError> {
+        contract::Mode::from_name(value).ok_or_else(|| {
+            let names: Vec<&str> = contract::Mode::SPELLED.iter().map(|(_, n)| *n).collect();
+            ConfigError::new(variable, value, format!("must be one of {}", names.join(", ")))
+        })
+    }
+}
+
+impl Parse for types::LogFormat {
+    type Value = contract::LogFormat;
+    fn parse(variable: &'static str, value: &str) -> Result<contract::LogFormat, ConfigError> {
+        contract::LogFormat::from_name(value)
+            .ok_or_else(|| ConfigError::new(variable, value, "must be json or text"))
+    }
+}
+
+impl Parse for types::Targets {
+    type Value = (Vec<IpAddr>, bool);
+    fn parse(variable: &'static str, value: &str) -> Result<Self::Value, ConfigError> {
+        targets(variable, value)
+    }
+}
+
+impl Parse for types::Addresses {
+    type Value = Vec<IpAddr>;
+    fn parse(variable: &'static str, value: &str) -> Result<Vec<IpAddr>, ConfigError> {
+        ip_list(variable, value)
+    }
+}
+
+impl Parse for types::Ports {
+    type Value = Vec<RangeInclusive<u16>>;
+    fn parse(variable: &'static str, value: &str) -> Result<Self::Value, ConfigError> {
+        port_list(variable, value)
+    }
+}
+
+impl Parse for types::Protocols {
+    type Value = Vec<Protocol>;
+    fn parse(variable: &'static str, value: &str) -> Result<Vec<Protocol>, ConfigError> {
+        protocols(variable, value)
+    }
+}
+
+impl Parse for types::Bool {
+    type Value = bool;
+    fn parse(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+        boolean(variable, value)
+    }
+}
+
+impl<const MAX: u64> Parse for types::Seconds<MAX> {
+    type Value = Duration;
+    fn parse(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
+        match value.trim().parse::<u64>() {
+            Ok(secs) if secs <= MAX => Ok(Duration::from_secs(secs)),
+            _ => Err(ConfigError::new(
+                variable,
+                value,
+                format!("must be whole seconds from 0 (do not wait) to {MAX}"),
+            )),
+        }
+    }
+}
+
+impl<const MIN: usize, const MAX: usize> Parse for types::Count<MIN, MAX> {
+    type Value = usize;
+    fn parse(variable: &'static str, value: &str) -> Result<usize, ConfigError> {
+        match value.trim().parse::<usize>() {
+            Ok(n) if (MIN..=MAX).contains(&n) => Ok(n),
+            _ => {
+                Err(ConfigError::new(variable, value, format!("must be a whole number from {MIN} to {MAX}")))
+            }
+        }
+    }
+}
+
+impl Parse for types::Label {
+    type Value = Option<String>;
+    fn parse(variable: &'static str, value: &str) -> Result<Option<String>, ConfigError> {
+        optional(value).map(|v| dns_label(variable, &v).map(|()| v)).transpose()
+    }
+}
+
+impl Parse for types::Subdomain {
+    type Value = Option<String>;
+    fn parse(variable: &'static str, value: &str) -> Result<Option<String>, ConfigError> {
+        optional(value).map(|v| dns_subdomain(variable, &v).map(|()| v)).transpose()
+    }
+}
+
+impl Parse for types::Name {
+    type Value = String;
+    fn parse(variable: &'static str, value: &str) -> Result<String, ConfigError> {
+        let name = value.trim();
+        dns_subdomain(variable, name).map(|()| name.to_owned())
+    }
+}
+
+impl Parse for types::Text {
+    type Value = Option<String>;
+    fn parse(_: &'static str, value: &str) -> Result<Option<String>, ConfigError> {
+        Ok(optional(value))
+    }
+}
+
+fn optional(value: &str) -> Option<String> {
+    let v = value.trim();
+    (!v.is_empty()).then(|| v.to_owned())
+}
 
 /// Splits on commas, trims, drops empty items (`"8125, 8126,"` is two ports).
 fn items(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
-pub fn ip_list(variable: &'static str, value: &str) -> Result<Vec<IpAddr>, ConfigError> {
+fn ip_list(variable: &'static str, value: &str) -> Result<Vec<IpAddr>, ConfigError> {
     let (ips, local) = targets(variable, value)?;
     match local {
-        true => Err(ConfigError::new(variable, value, format!("`{LOCAL}` is only for {}", name::TARGET_IP))),
+        true => Err(ConfigError::new(
+            variable,
+            value,
+            format!("`{LOCAL}` is only for {}", contract::TARGET_IP.name),
+        )),
         false => Ok(ips),
     }
 }
 
 /// `TARGET_IP`: addresses, and `local` for every address of the namespace
 /// the flush runs in.
-pub fn targets(variable: &'static str, value: &str) -> Result<(Vec<IpAddr>, bool), ConfigError> {
+fn targets(variable: &'static str, value: &str) -> Result<(Vec<IpAddr>, bool), ConfigError> {
     let mut ips = Vec::new();
     let mut local = false;
     for item in items(value) {
@@ -52,7 +187,7 @@ pub fn targets(variable: &'static str, value: &str) -> Result<(Vec<IpAddr>, bool
     Ok((ips, local))
 }
 
-pub fn port_list(variable: &'static str, value: &str) -> Result<Vec<RangeInclusive<u16>>, ConfigError> {
+fn port_list(variable: &'static str, value: &str) -> Result<Vec<RangeInclusive<u16>>, ConfigError> {
     let mut ranges: Vec<RangeInclusive<u16>> = Vec::new();
     for item in items(value) {
         let range = match item.split_once('-') {
@@ -108,10 +243,11 @@ fn merge(mut ranges: Vec<RangeInclusive<u16>>) -> Vec<RangeInclusive<u16>> {
     merged
 }
 
-pub fn protocols(variable: &'static str, value: &str) -> Result<Vec<Protocol>, ConfigError> {
+fn protocols(variable: &'static str, value: &str) -> Result<Vec<Protocol>, ConfigError> {
     let mut protocols = Vec::new();
     for item in items(value) {
-        let Some(protocol) = Protocol::from_name(item) else {
+        let number = PROTOCOLS.iter().find(|(name, _)| name.eq_ignore_ascii_case(item)).map(|(_, n)| *n);
+        let Some(protocol) = number.and_then(Protocol::from_number) else {
             return Err(ConfigError::new(
                 variable,
                 value,
@@ -128,16 +264,12 @@ pub fn protocols(variable: &'static str, value: &str) -> Result<Vec<Protocol>, C
     Ok(protocols)
 }
 
-pub fn boolean(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" | "" => Ok(false),
-        _ => Err(ConfigError::new(variable, value, "must be true or false")),
-    }
+fn boolean(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    contract::truth(value).ok_or_else(|| ConfigError::new(variable, value, "must be true or false"))
 }
 
 /// A DNS-1123 label: namespaces (at most 63 characters).
-pub fn dns_label(variable: &'static str, value: &str) -> Result<(), ConfigError> {
+fn dns_label(variable: &'static str, value: &str) -> Result<(), ConfigError> {
     let ok = value.len() <= 63
         && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !value.starts_with('-')
@@ -152,7 +284,7 @@ pub fn dns_label(variable: &'static str, value: &str) -> Result<(), ConfigError>
 }
 
 /// A DNS-1123 subdomain: object and node names (at most 253 characters).
-pub fn dns_subdomain(variable: &'static str, value: &str) -> Result<(), ConfigError> {
+fn dns_subdomain(variable: &'static str, value: &str) -> Result<(), ConfigError> {
     let ok = !value.is_empty()
         && value.len() <= 253
         && value.split('.').all(|part| !part.is_empty() && dns_label(variable, part).is_ok());
@@ -240,7 +372,54 @@ mod tests {
         assert!(boolean("DRY_RUN", "true").unwrap());
         assert!(boolean("DRY_RUN", "TRUE").unwrap());
         assert!(!boolean("DRY_RUN", "false").unwrap());
-        assert!(!boolean("DRY_RUN", "").unwrap());
+        assert!(boolean("DRY_RUN", "").is_err(), "blank is the row's default, which read() supplies");
+        assert!(boolean("DRY_RUN", "yes").unwrap() && !boolean("DRY_RUN", "0").unwrap());
         assert!(boolean("DRY_RUN", "maybe").unwrap_err().to_string().contains("\"maybe\""));
+    }
+
+    /// Every default parses, and is what a blank or unset variable gives.
+    #[test]
+    fn defaults_parse_and_stand_for_blank() {
+        use contract::*;
+        let unset = Raw::default();
+        let blank: Raw = envy::from_iter(ALL.iter().map(|r| (r.name.to_owned(), " ".to_owned()))).unwrap();
+        for raw in [&unset, &blank] {
+            assert_eq!(read(raw, &MODE).unwrap(), Mode::Auto);
+            assert_eq!(read(raw, &TARGET_IP).unwrap(), (vec![], false));
+            assert_eq!(read(raw, &TARGET_PORT).unwrap(), vec![]);
+            assert_eq!(read(raw, &TARGET_PROTOCOL).unwrap(), vec![Protocol::Udp]);
+            assert_eq!(read(raw, &KEEP_DNAT_TO).unwrap(), Vec::<std::net::IpAddr>::new());
+            assert!(!read(raw, &DRY_RUN).unwrap());
+            assert!(read(raw, &KERNEL_FLUSH).unwrap());
+            assert_eq!(read(raw, &LOG_FORMAT).unwrap(), LogFormat::Text);
+            assert_eq!(read(raw, &RUST_LOG).unwrap().as_deref(), Some("info"));
+            assert_eq!(read(raw, &NODE_NAME).unwrap(), None);
+            assert_eq!(read(raw, &POD_UID).unwrap(), None);
+            assert_eq!(read(raw, &POD_NAME).unwrap(), None);
+            assert_eq!(read(raw, &POD_NAMESPACE).unwrap(), None);
+            assert!(!read(raw, &STAY_RUNNING).unwrap());
+            assert_eq!(read(raw, &TARGET_NAMESPACE).unwrap(), None);
+            assert_eq!(read(raw, &JOB_TEMPLATE).unwrap(), "flush-conntrack-node");
+            assert_eq!(read(raw, &WAIT_TIMEOUT).unwrap(), Duration::from_secs(120));
+            assert!(!read(raw, &FAIL_OPEN).unwrap());
+            assert_eq!(read(raw, &SWEEP_SELECTOR).unwrap(), None);
+            assert_eq!(read(raw, &SWEEP_NAMESPACE).unwrap(), None);
+            assert!(!read(raw, &FULL_SWEEP).unwrap());
+            assert_eq!(read(raw, &SWEEP_CRONJOB).unwrap(), "flush-conntrack-sweep");
+            assert_eq!(read(raw, &SWEEP_PARALLELISM).unwrap(), 16);
+        }
+    }
+
+    #[test]
+    fn bounded_numbers_take_their_bounds() {
+        type Wait = types::Seconds<86400>;
+        assert_eq!(Wait::parse("W", " 86400 ").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(Wait::parse("W", "0").unwrap(), Duration::ZERO);
+        for bad in ["86401", "-1", "2m"] {
+            assert_eq!(Wait::parse("W", bad).unwrap_err().value, bad);
+        }
+        type Parallel = types::Count<1, 256>;
+        assert_eq!((Parallel::parse("P", "1").unwrap(), Parallel::parse("P", "256").unwrap()), (1, 256));
+        assert!(Parallel::parse("P", "0").is_err() && Parallel::parse("P", "257").is_err());
     }
 }

@@ -24,7 +24,7 @@ const KERNEL_FLUSH_AFTER: u64 = 8192;
 
 /// `MODE=flush`: what to delete and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub struct FlushPlan {
     pub selection: Selection,
     pub dry_run: bool,
     /// May finish large slices with the kernel's filtered flush
@@ -33,7 +33,7 @@ pub struct Plan {
 }
 
 /// Runs the plan in this network namespace and returns what it did.
-pub fn run(plan: &Plan) -> Result<Summary, Error> {
+pub fn run(plan: &FlushPlan) -> Result<Summary, Error> {
     let started = Instant::now();
     let resolved;
     let selection = match plan.selection.local {

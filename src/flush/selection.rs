@@ -31,9 +31,6 @@ pub struct Selection {
     pub keep: Vec<IpAddr>,
 }
 
-/// The `TARGET_IP` item that stands for every local address.
-pub const LOCAL: &str = "local";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Not ours: another protocol, address or port.

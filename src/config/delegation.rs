@@ -1,91 +1,43 @@
-//! The variables of spawn and sweep: where the Job template lives, which
-//! node, how long to wait, which agents a sweep covers.
+//! The variables of the modes that hand the flush to Jobs (spawn and sweep):
+//! where the Job template lives, which node, how long to wait, which agents
+//! a sweep covers.
 
-use std::time::Duration;
-
-use super::variables::{name, Raw};
-use super::{flush, values, ConfigError};
+use super::values::read;
 use crate::cluster::events::Regarding;
-use crate::cluster::{sweep, Options};
-
-pub const DEFAULT_JOB_TEMPLATE: &str = "flush-conntrack-node";
-pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(120);
-pub const DEFAULT_SWEEP_CRONJOB: &str = "flush-conntrack-sweep";
-/// Flush Jobs a sweep runs at once: each is a pod to schedule and start
-/// (about 3 s on a real node), so this bounds how long a sweep over many
-/// changed nodes takes and how hard it presses the API server.
-pub const DEFAULT_SWEEP_PARALLELISM: usize = 16;
-const MAX_SWEEP_PARALLELISM: usize = 256;
-const MAX_WAIT_TIMEOUT: u64 = 24 * 60 * 60;
-
-fn optional(value: &Option<String>) -> Option<String> {
-    let v = value.as_deref().unwrap_or_default().trim();
-    (!v.is_empty()).then(|| v.to_owned())
-}
-
-fn text(value: &Option<String>) -> &str {
-    value.as_deref().unwrap_or_default()
-}
-
-/// `NODE_NAME`, checked whatever the mode, required by spawn.
-pub(super) fn node_name(raw: &Raw) -> Result<Option<String>, ConfigError> {
-    let node = optional(&raw.node_name);
-    if let Some(node) = &node {
-        values::dns_subdomain(name::NODE_NAME, node)?;
-    }
-    Ok(node)
-}
+use crate::cluster::spawn::SpawnPlan;
+use crate::cluster::sweep::SweepPlan;
+use crate::cluster::Options;
+use crate::contract::{self, Raw};
+use crate::error::ConfigError;
+use crate::flush::FlushPlan;
 
 /// What spawn and sweep share.
 pub(super) fn options(raw: &Raw) -> Result<Options, ConfigError> {
-    let namespace = optional(&raw.target_namespace);
-    if let Some(ns) = &namespace {
-        values::dns_label(name::TARGET_NAMESPACE, ns)?;
-    }
-    let run = optional(&raw.pod_uid);
-    let pod = match (optional(&raw.pod_namespace), optional(&raw.pod_name)) {
-        (Some(namespace), Some(pod)) => {
-            values::dns_label(name::POD_NAMESPACE, &namespace)?;
-            values::dns_subdomain(name::POD_NAME, &pod)?;
-            Some(Regarding { namespace, name: pod, uid: run.clone() })
-        }
+    let run = read(raw, &contract::POD_UID)?;
+    let pod = match (read(raw, &contract::POD_NAMESPACE)?, read(raw, &contract::POD_NAME)?) {
+        (Some(namespace), Some(name)) => Some(Regarding { namespace, name, uid: run.clone() }),
         (None, None) => None,
         (None, Some(_)) => {
             return Err(ConfigError::new(
-                name::POD_NAMESPACE,
+                contract::POD_NAMESPACE.name,
                 "",
                 "is required with POD_NAME (metadata.namespace)",
             ))
         }
         (Some(_), None) => {
             return Err(ConfigError::new(
-                name::POD_NAME,
+                contract::POD_NAME.name,
                 "",
                 "is required with POD_NAMESPACE (metadata.name)",
             ))
         }
     };
-    let job_template = optional(&raw.job_template).unwrap_or_else(|| DEFAULT_JOB_TEMPLATE.to_owned());
-    values::dns_subdomain(name::JOB_TEMPLATE, &job_template)?;
-    let wait_timeout = match text(&raw.wait_timeout).trim() {
-        "" => DEFAULT_WAIT_TIMEOUT,
-        v => match v.parse::<u64>() {
-            Ok(secs) if secs <= MAX_WAIT_TIMEOUT => Duration::from_secs(secs),
-            _ => {
-                return Err(ConfigError::new(
-                    name::WAIT_TIMEOUT,
-                    text(&raw.wait_timeout),
-                    format!("must be whole seconds from 0 (do not wait) to {MAX_WAIT_TIMEOUT}"),
-                ))
-            }
-        },
-    };
     Ok(Options {
-        namespace,
-        job_template,
-        wait_timeout,
-        fail_open: values::boolean(name::FAIL_OPEN, text(&raw.fail_open))?,
-        stay_running: values::boolean(name::STAY_RUNNING, text(&raw.stay_running))?,
+        namespace: read(raw, &contract::TARGET_NAMESPACE)?,
+        job_template: read(raw, &contract::JOB_TEMPLATE)?,
+        wait_timeout: read(raw, &contract::WAIT_TIMEOUT)?,
+        fail_open: read(raw, &contract::FAIL_OPEN)?,
+        stay_running: read(raw, &contract::STAY_RUNNING)?,
         run,
         pod,
     })
@@ -101,47 +53,46 @@ pub(super) struct SweepVars {
 }
 
 pub(super) fn sweep_vars(raw: &Raw) -> Result<SweepVars, ConfigError> {
-    let namespace = optional(&raw.sweep_namespace);
-    if let Some(ns) = &namespace {
-        values::dns_label(name::SWEEP_NAMESPACE, ns)?;
-    }
-    let cronjob = optional(&raw.sweep_cronjob).unwrap_or_else(|| DEFAULT_SWEEP_CRONJOB.to_owned());
-    values::dns_subdomain(name::SWEEP_CRONJOB, &cronjob)?;
-    let parallelism = match text(&raw.sweep_parallelism).trim() {
-        "" => DEFAULT_SWEEP_PARALLELISM,
-        v => match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_SWEEP_PARALLELISM).contains(&n) => n,
-            _ => {
-                return Err(ConfigError::new(
-                    name::SWEEP_PARALLELISM,
-                    text(&raw.sweep_parallelism),
-                    format!("must be a whole number from 1 to {MAX_SWEEP_PARALLELISM}"),
-                ))
-            }
-        },
-    };
     Ok(SweepVars {
-        selector: optional(&raw.sweep_selector),
-        namespace,
-        full: values::boolean(name::FULL_SWEEP, text(&raw.full_sweep))?,
-        cronjob,
-        parallelism,
+        selector: read(raw, &contract::SWEEP_SELECTOR)?,
+        namespace: read(raw, &contract::SWEEP_NAMESPACE)?,
+        full: read(raw, &contract::FULL_SWEEP)?,
+        cronjob: read(raw, &contract::SWEEP_CRONJOB)?,
+        parallelism: read(raw, &contract::SWEEP_PARALLELISM)?,
     })
 }
 
-pub(super) fn sweep(
-    vars: SweepVars,
-    flush: &flush::Plan,
+/// Spawn pins the Job to a node and cannot guess which.
+pub(super) fn spawn_plan(
+    node: Option<String>,
+    flush: FlushPlan,
     cluster: Options,
-) -> Result<sweep::Plan, ConfigError> {
+) -> Result<SpawnPlan, ConfigError> {
+    let node = node.ok_or_else(|| {
+        ConfigError::new(
+            contract::NODE_NAME.name,
+            "",
+            "is required to spawn a flush Job: set it from the downward API \
+             (env: - name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}), \
+             as kustomize/components/trigger does",
+        )
+    })?;
+    Ok(SpawnPlan { node, selection: flush.selection, dry_run: flush.dry_run, cluster })
+}
+
+pub(super) fn sweep_plan(
+    vars: SweepVars,
+    flush: &FlushPlan,
+    cluster: Options,
+) -> Result<SweepPlan, ConfigError> {
     let selector = vars.selector.ok_or_else(|| {
         ConfigError::new(
-            name::SWEEP_SELECTOR,
+            contract::SWEEP_SELECTOR.name,
             "",
             "is required in sweep mode: the label selector of the DaemonSet's pods, e.g. app=statsd",
         )
     })?;
-    Ok(sweep::Plan {
+    Ok(SweepPlan {
         selector,
         namespace: vars.namespace,
         full: vars.full,
@@ -156,14 +107,14 @@ pub(super) fn sweep(
 #[cfg(test)]
 mod tests {
     use super::super::tests::settings;
-    use super::super::Work;
-    use crate::Plan;
+    use crate::cluster::sweep::SweepPlan;
+    use crate::plan::Plan;
 
-    fn sweep(vars: &[(&str, &str)]) -> crate::cluster::sweep::Plan {
+    fn sweep(vars: &[(&str, &str)]) -> SweepPlan {
         let mut all = vec![("MODE", "sweep"), ("SWEEP_SELECTOR", "app=statsd")];
         all.extend_from_slice(vars);
-        match settings(&all).unwrap().work {
-            Work::Planned(Plan::Sweep(plan)) => plan,
+        match settings(&all).unwrap().plan {
+            Plan::Sweep(plan) => plan,
             other => panic!("{other:?}"),
         }
     }
@@ -173,7 +124,6 @@ mod tests {
         let p = sweep(&[]);
         let c = &p.cluster;
         assert_eq!(c.job_template, "flush-conntrack-node");
-        assert_eq!(c.wait_timeout, super::DEFAULT_WAIT_TIMEOUT);
         assert_eq!(c.wait_timeout.as_secs(), 120);
         assert!(!c.fail_open && !c.stay_running);
         assert_eq!((&c.namespace, &c.pod, &c.run, &p.namespace), (&None, &None, &None, &None));

@@ -1,9 +1,19 @@
 //! Everything that ends a run early, each with the exit code the README gives
 //! it and, where a person can act, what to do.
+//!
+//! A leaf: every error type of the crate is here, and none of them imports
+//! anything else of ours, so any module can raise one without reaching up.
+
+mod config;
+mod template;
+mod undecided;
 
 use std::io;
+use std::time::Duration;
 
-use crate::config::ConfigError;
+pub use config::ConfigError;
+pub use template::TemplateError;
+pub use undecided::Undecided;
 
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
@@ -35,13 +45,17 @@ pub enum Error {
     Kernel { action: &'static str, source: io::Error },
 
     #[error("{failed} deletes failed; the first with: {first}")]
-    DeletesFailed { failed: u64, first: io::Error },
+    DeletesFailed {
+        failed: u64,
+        #[source]
+        first: io::Error,
+    },
 
     #[error(
         "MODE=auto cannot tell whether this is the node's network namespace: {0}; \
          set MODE=flush (host network) or MODE=spawn explicitly"
     )]
-    Undecided(#[from] crate::auto::Undecided),
+    Undecided(#[from] Undecided),
 
     #[error(
         "the Job template CronJob {namespace}/{name} does not exist: install it with \
@@ -51,7 +65,7 @@ pub enum Error {
     TemplateMissing { namespace: String, name: String },
 
     #[error("{0}")]
-    Template(#[from] crate::cluster::job_template::TemplateError),
+    Template(#[from] TemplateError),
 
     #[error(
         "the service account may not {verb} {resource} in namespace {namespace} (403 Forbidden: {message}); \
@@ -71,8 +85,12 @@ pub enum Error {
         message: String,
     },
 
-    #[error("the Kubernetes API did not answer after {attempts} attempts: {detail}")]
-    Unreachable { attempts: u32, detail: String },
+    #[error("the Kubernetes API did not answer after {attempts} attempts")]
+    Unreachable {
+        attempts: u32,
+        #[source]
+        last: Unanswered,
+    },
 
     #[error(
         "no Kubernetes client configuration ({0}); in a pod, mount the service account token, \
@@ -96,6 +114,15 @@ pub enum Error {
 
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] io::Error),
+}
+
+/// Why the last attempt of an API call got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Unanswered {
+    #[error("no answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+    #[error("{0}")]
+    Kube(#[source] kube::Error),
 }
 
 /// The signals that end a run early; a shell's convention gives each its
@@ -211,7 +238,7 @@ mod tests {
 
     #[test]
     fn a_report_carries_every_cause_once() {
-        let e = Error::from(crate::auto::Undecided::Status(io::Error::from_raw_os_error(libc::EACCES)));
+        let e = Error::from(Undecided::Status(io::Error::from_raw_os_error(libc::EACCES)));
         let text = report(&e);
         assert!(text.starts_with("MODE=auto cannot tell"), "{text}");
         assert!(text.ends_with(&io::Error::from_raw_os_error(libc::EACCES).to_string()), "{text}");
@@ -224,7 +251,7 @@ mod tests {
     fn exit_codes() {
         let config = Error::from(ConfigError::new("MODE", "x", "bad"));
         assert_eq!(config.exit_code(), EXIT_CONFIG);
-        assert_eq!(Error::from(crate::auto::Undecided::NoCapEff).exit_code(), EXIT_CONFIG);
+        assert_eq!(Error::from(Undecided::NoCapEff).exit_code(), EXIT_CONFIG);
         assert_eq!(Error::Interrupted(Signal::Term).exit_code(), 143);
         assert_eq!(Error::Interrupted(Signal::Int).exit_code(), 130);
         let timed_out = Error::TimedOut {
