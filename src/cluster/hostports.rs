@@ -18,9 +18,15 @@ pub struct NodeFlush {
     pub pods: Vec<String>,
 }
 
+/// A container port's protocol as the PodSpec spells it; Kubernetes
+/// defaults it to TCP.
 fn protocol_of(name: Option<&str>) -> Option<Protocol> {
-    // Kubernetes defaults a container port's protocol to TCP.
-    Protocol::from_name(name.unwrap_or("TCP"))
+    match name.unwrap_or("TCP") {
+        "UDP" => Some(Protocol::Udp),
+        "TCP" => Some(Protocol::Tcp),
+        "SCTP" => Some(Protocol::Sctp),
+        _ => None,
+    }
 }
 
 fn push<T: PartialEq>(v: &mut Vec<T>, item: T) {
