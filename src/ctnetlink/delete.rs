@@ -1,5 +1,6 @@
-//! Batched deletes: many `CT_DELETE` messages to one `send`, no ACK asked, so
-//! only failures answer, and "already gone" is counted rather than fatal.
+//! Batched deletes: many `IPCTNL_MSG_CT_DELETE` messages to one `send`, no
+//! ACK asked, so only failures answer, and "already gone" is counted rather
+//! than fatal.
 
 use std::io;
 

@@ -1,5 +1,5 @@
 //! The wire: conntrack over netlink (ctnetlink), as far as the flush needs
-//! it. Numbers from include/uapi/linux/netfilter/nfnetlink_conntrack.h,
+//! it. The kernel's numbers under its own names ([`uapi`]),
 //! requests built by typed builders ([`request`]), dumped entries read in
 //! place ([`entry`]), one socket ([`socket`]) and batched deletes
 //! ([`delete`]). Which entries to delete is decided elsewhere (`flush`).
@@ -8,6 +8,7 @@ pub mod delete;
 pub mod entry;
 pub mod request;
 pub mod socket;
+pub(crate) mod uapi;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -15,48 +16,6 @@ use std::net::IpAddr;
 use netlink_packet_netfilter::NetfilterProtoFamily;
 
 pub use entry::Entry;
-
-/// ctnetlink message types (`IPCTNL_MSG_CT_*`), the low byte of
-/// `nlmsg_type`; the high byte is the subsystem, 1 for conntrack.
-pub(crate) mod message {
-    pub const CT_NEW: u8 = 0;
-    pub const CT_GET: u8 = 1;
-    pub const CT_DELETE: u8 = 2;
-    pub const CT_GET_STATS: u8 = 5;
-    pub const SUBSYSTEM: u8 = 1;
-}
-
-/// Attribute numbers (`CTA_*`) and their nested ones.
-pub(crate) mod attr {
-    pub const TUPLE_ORIG: u16 = 1;
-    pub const TUPLE_REPLY: u16 = 2;
-    pub const ID: u16 = 12;
-    pub const ZONE: u16 = 18;
-    pub const FILTER: u16 = 25;
-
-    /// Inside `CTA_TUPLE_*`.
-    pub const TUPLE_IP: u16 = 1;
-    pub const TUPLE_PROTO: u16 = 2;
-    /// Inside `CTA_TUPLE_IP`.
-    pub const IP_V4_SRC: u16 = 1;
-    pub const IP_V4_DST: u16 = 2;
-    pub const IP_V6_SRC: u16 = 3;
-    pub const IP_V6_DST: u16 = 4;
-    /// Inside `CTA_TUPLE_PROTO`.
-    pub const PROTO_NUM: u16 = 1;
-    pub const PROTO_SRC_PORT: u16 = 2;
-    pub const PROTO_DST_PORT: u16 = 3;
-    /// Inside `CTA_FILTER`.
-    pub const FILTER_ORIG_FLAGS: u16 = 1;
-    /// In the answer to `CT_GET_STATS`.
-    pub const STATS_GLOBAL_ENTRIES: u16 = 1;
-
-    /// `CTA_FILTER_ORIG_FLAGS` bits: which fields of the partial tuple the
-    /// kernel compares.
-    pub const FILTER_IP_DST: u32 = 1 << 1;
-    pub const FILTER_PROTO_NUM: u32 = 1 << 3;
-    pub const FILTER_PROTO_DST_PORT: u32 = 1 << 5;
-}
 
 /// Address family of a conntrack table. The kernel keeps one per family and
 /// every request names one (`nfgen_family`).

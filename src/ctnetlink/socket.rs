@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkPayload, Nla, Parseable, NLM_F_DUMP_FILTERED,
+    NetlinkBuffer, NetlinkHeader, NetlinkPayload, Nla, Parseable, NLMSG_ALIGNTO, NLM_F_DUMP_FILTERED,
 };
 use netlink_packet_netfilter::conntrack::ConntrackMessage;
 use netlink_packet_netfilter::{NetfilterMessageInner, NetfilterProtoFamily};
@@ -14,7 +14,10 @@ use nix::sys::socket::{getsockopt, setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
 use super::request::{self, Message};
-use super::{attr, message, Entry, Family};
+use super::uapi::{
+    CTA_STATS_GLOBAL_ENTRIES, IPCTNL_MSG_CT_NEW, NFGENMSG_LEN, NFNL_SUBSYS_CTNETLINK, NLMSG_HDRLEN,
+};
+use super::{Entry, Family};
 
 /// Dump messages grow to about 32 KiB; a smaller read truncates them and the
 /// dump silently ends early (docs/ctnetlink.md).
@@ -199,7 +202,7 @@ impl CtSocket {
             let Payload::Conntrack(Some(ConntrackMessage::Other { attributes, .. })) = payload else {
                 return None;
             };
-            let entries = attributes.iter().find(|nla| nla.kind() == attr::STATS_GLOBAL_ENTRIES);
+            let entries = attributes.iter().find(|nla| nla.kind() == CTA_STATS_GLOBAL_ENTRIES);
             Some(entries.and_then(super::entry::value::<4>).map(u32::from_be_bytes).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "table statistics without an entry count")
             }))
@@ -242,30 +245,33 @@ fn messages(mut buf: &[u8]) -> impl Iterator<Item = io::Result<(NetlinkHeader, P
             return None;
         }
         let len = match NetlinkBuffer::new_checked(buf) {
-            Ok(b) => (b.length() as usize).max(16),
+            Ok(b) => (b.length() as usize).max(NLMSG_HDRLEN),
             Err(e) => {
                 buf = &[];
                 return Some(Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())));
             }
         };
-        let aligned = len.next_multiple_of(4).min(buf.len());
+        let aligned = len.next_multiple_of(NLMSG_ALIGNTO.into()).min(buf.len());
         let (one, rest) = buf.split_at(aligned);
         buf = rest;
         Some(decode(one))
     })
 }
 
-/// `CT_NEW`, as every dumped entry is typed.
-const CT_NEW: u16 = (message::SUBSYSTEM as u16) << 8 | message::CT_NEW as u16;
+/// The `nlmsg_type` every dumped entry comes as.
+const CT_NEW_TYPE: u16 = u16::from_be_bytes([NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW]);
+/// `nfgen_family` is the first byte after the netlink header.
+const FAMILY_AT: usize = NLMSG_HDRLEN;
 /// nlmsghdr and nfgenmsg precede a ctnetlink message's attributes.
-const ATTRIBUTES_AT: usize = 16 + 4;
+const ATTRIBUTES_AT: usize = NLMSG_HDRLEN + NFGENMSG_LEN;
 
 fn decode(bytes: &[u8]) -> io::Result<(NetlinkHeader, Payload)> {
     let header = header_of(bytes)?;
-    if header.message_type == CT_NEW {
+    if header.message_type == CT_NEW_TYPE {
         // The hot path: entries are read in place, nothing allocated. One
         // that does not decode must not end the dump: it is counted.
-        let family = bytes.get(16).copied().map(NetfilterProtoFamily::from).and_then(Family::from_netfilter);
+        let family =
+            bytes.get(FAMILY_AT).copied().map(NetfilterProtoFamily::from).and_then(Family::from_netfilter);
         let attributes = bytes.get(ATTRIBUTES_AT..header.length as usize);
         let entry = match (family, attributes) {
             (Some(family), Some(attributes)) => Entry::from_bytes(family, attributes).map_err(|_| ()),
