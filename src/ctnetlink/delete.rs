@@ -4,6 +4,7 @@
 
 use std::io;
 
+use super::error::WireError;
 use super::request;
 use super::socket::CtSocket;
 use super::Entry;
@@ -78,7 +79,7 @@ pub struct Deleter {
 }
 
 impl Deleter {
-    pub fn open() -> io::Result<Self> {
+    pub fn open() -> Result<Self, WireError> {
         let socket = CtSocket::open()?;
         socket.cap_acks()?;
         let (send, recv) = socket.grow_buffers(WANTED_SEND_BUFFER, WANTED_RECV_BUFFER);
@@ -100,7 +101,7 @@ impl Deleter {
         })
     }
 
-    pub fn push(&mut self, entry: &Entry) -> io::Result<()> {
+    pub fn push(&mut self, entry: &Entry) -> Result<(), WireError> {
         let before = self.batch.len();
         let sequence = self.socket.next_sequence();
         request::emit_into(&mut request::delete(entry), sequence, &mut self.batch);
@@ -119,7 +120,7 @@ impl Deleter {
 
     /// Sends the batch now, so that its deletes are counted before anything
     /// else changes the table.
-    pub fn send(&mut self) -> io::Result<()> {
+    pub fn send(&mut self) -> Result<(), WireError> {
         if self.pending == 0 {
             return Ok(());
         }
@@ -140,7 +141,7 @@ impl Deleter {
     }
 
     /// Sends what is left and returns the counts and the first failure.
-    pub fn finish(mut self) -> io::Result<(DeleteCounts, Option<io::Error>)> {
+    pub fn finish(mut self) -> Result<(DeleteCounts, Option<io::Error>), WireError> {
         self.send()?;
         Ok((self.counts, self.first_failure.map(io::Error::from_raw_os_error)))
     }

@@ -1,11 +1,13 @@
 //! The wire: conntrack over netlink (ctnetlink), as far as the flush needs
-//! it. The kernel's numbers under its own names ([`uapi`]),
-//! requests built by typed builders ([`request`]), dumped entries read in
-//! place ([`entry`]), one socket ([`socket`]) and batched deletes
-//! ([`delete`]). Which entries to delete is decided elsewhere (`flush`).
+//! it. The kernel's numbers under its own names ([`uapi`]), requests built
+//! by typed builders ([`request`]), dumped entries read in place
+//! ([`entry`]), one socket ([`socket`]) and batched deletes ([`delete`]),
+//! failing with a [`WireError`]. Which entries to delete is decided
+//! elsewhere (`flush`).
 
 pub mod delete;
 pub mod entry;
+mod error;
 pub mod request;
 pub mod socket;
 pub(crate) mod uapi;
@@ -16,6 +18,7 @@ use std::net::IpAddr;
 use netlink_packet_netfilter::NetfilterProtoFamily;
 
 pub use entry::Entry;
+pub use error::WireError;
 
 /// Address family of a conntrack table. The kernel keeps one per family and
 /// every request names one (`nfgen_family`).

@@ -13,6 +13,7 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::sys::socket::{getsockopt, setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
+use super::error::WireError;
 use super::request::{self, Message};
 use super::uapi::{
     CTA_STATS_GLOBAL_ENTRIES, IPCTNL_MSG_CT_NEW, NFGENMSG_LEN, NFNL_SUBSYS_CTNETLINK, NLMSG_HDRLEN,
@@ -53,7 +54,7 @@ pub struct DumpOutcome {
 }
 
 impl CtSocket {
-    pub fn open() -> io::Result<Self> {
+    pub fn open() -> Result<Self, WireError> {
         let mut socket = Socket::new(NETLINK_NETFILTER)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
@@ -81,8 +82,8 @@ impl CtSocket {
     }
 
     /// Error answers carry only the failed request's header, not all of it.
-    pub fn cap_acks(&self) -> io::Result<()> {
-        self.socket.set_cap_ack(true)
+    pub fn cap_acks(&self) -> Result<(), WireError> {
+        Ok(self.socket.set_cap_ack(true)?)
     }
 
     pub fn next_sequence(&mut self) -> u32 {
@@ -90,15 +91,15 @@ impl CtSocket {
         self.sequence
     }
 
-    pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
+    pub fn send(&self, bytes: &[u8]) -> Result<(), WireError> {
         let sent = self.socket.send(bytes, 0)?;
         if sent != bytes.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "short netlink send"));
+            return Err(WireError::ShortSend { sent, len: bytes.len() });
         }
         Ok(())
     }
 
-    fn request(&mut self, mut msg: Message) -> io::Result<u32> {
+    fn request(&mut self, mut msg: Message) -> Result<u32, WireError> {
         let sequence = self.next_sequence();
         let mut bytes = Vec::with_capacity(msg.buffer_len());
         request::emit_into(&mut msg, sequence, &mut bytes);
@@ -107,13 +108,10 @@ impl CtSocket {
     }
 
     /// Reads one datagram; refuses a truncated one rather than lose entries.
-    fn receive(&mut self, flags: libc::c_int) -> io::Result<usize> {
+    fn receive(&mut self, flags: libc::c_int) -> Result<usize, WireError> {
         let len = self.socket.recv(&mut &mut self.buf[..], flags | libc::MSG_TRUNC)?;
         if len > self.buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("netlink message of {len} bytes exceeds the {} byte receive buffer", self.buf.len()),
-            ));
+            return Err(WireError::Truncated { len, buffer: self.buf.len() });
         }
         Ok(len)
     }
@@ -127,7 +125,7 @@ impl CtSocket {
         &mut self,
         msg: Message,
         mut each: impl FnMut(Dumped) -> ControlFlow<()>,
-    ) -> io::Result<DumpOutcome> {
+    ) -> Result<DumpOutcome, WireError> {
         let sequence = self.request(msg)?;
         let mut outcome = DumpOutcome::default();
         let mut first = true;
@@ -144,7 +142,7 @@ impl CtSocket {
                 }
                 match payload {
                     Payload::Done => return Ok(outcome),
-                    Payload::Error(code) => return Err(io::Error::from_raw_os_error(code)),
+                    Payload::Error(code) => return Err(io::Error::from_raw_os_error(code).into()),
                     Payload::Ack => {}
                     Payload::Entry(entry) => {
                         outcome.messages += 1;
@@ -171,8 +169,8 @@ impl CtSocket {
     fn ask<T>(
         &mut self,
         msg: Message,
-        mut answer: impl FnMut(Payload) -> Option<io::Result<T>>,
-    ) -> io::Result<T> {
+        mut answer: impl FnMut(Payload) -> Option<Result<T, WireError>>,
+    ) -> Result<T, WireError> {
         let sequence = self.request(msg)?;
         loop {
             let len = self.receive(0)?;
@@ -182,7 +180,7 @@ impl CtSocket {
                     continue;
                 }
                 if let Payload::Error(code) = payload {
-                    return Err(io::Error::from_raw_os_error(code));
+                    return Err(io::Error::from_raw_os_error(code).into());
                 }
                 if let Some(result) = answer(payload) {
                     return result;
@@ -192,30 +190,33 @@ impl CtSocket {
     }
 
     /// Sends a request with `NLM_F_ACK` and waits for its answer.
-    pub fn acknowledged(&mut self, msg: Message) -> io::Result<()> {
+    pub fn acknowledged(&mut self, msg: Message) -> Result<(), WireError> {
         self.ask(msg, |payload| matches!(payload, Payload::Ack | Payload::Done).then_some(Ok(())))
     }
 
     /// Number of entries in this network namespace's table.
-    pub fn table_size(&mut self) -> io::Result<u32> {
+    pub fn table_size(&mut self) -> Result<u32, WireError> {
         self.ask(request::table_size(), |payload| {
             let Payload::Conntrack(Some(ConntrackMessage::Other { attributes, .. })) = payload else {
                 return None;
             };
             let entries = attributes.iter().find(|nla| nla.kind() == CTA_STATS_GLOBAL_ENTRIES);
-            Some(entries.and_then(super::entry::value::<4>).map(u32::from_be_bytes).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "table statistics without an entry count")
-            }))
+            Some(entries.and_then(super::entry::value::<4>).map(u32::from_be_bytes).ok_or(
+                WireError::MissingAttribute {
+                    message: "IPCTNL_MSG_CT_GET_STATS",
+                    attribute: "CTA_STATS_GLOBAL_ENTRIES",
+                },
+            ))
         })
     }
 
     /// Collects the error answers already queued, without waiting. The kernel
     /// handles a batch inside `send`, so by then every answer is queued.
-    pub fn drain_errors(&mut self, mut each: impl FnMut(i32)) -> io::Result<()> {
+    pub fn drain_errors(&mut self, mut each: impl FnMut(i32)) -> Result<(), WireError> {
         loop {
             let len = match self.receive(libc::MSG_DONTWAIT) {
                 Ok(len) => len,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(WireError::Os(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             };
             for item in messages(&self.buf[..len]) {
@@ -239,7 +240,7 @@ enum Payload {
 }
 
 /// Splits a datagram into netlink messages and decodes each.
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = io::Result<(NetlinkHeader, Payload)>> + '_ {
+fn messages(mut buf: &[u8]) -> impl Iterator<Item = Result<(NetlinkHeader, Payload), WireError>> + '_ {
     std::iter::from_fn(move || {
         if buf.is_empty() {
             return None;
@@ -248,7 +249,7 @@ fn messages(mut buf: &[u8]) -> impl Iterator<Item = io::Result<(NetlinkHeader, P
             Ok(b) => (b.length() as usize).max(NLMSG_HDRLEN),
             Err(e) => {
                 buf = &[];
-                return Some(Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())));
+                return Some(Err(WireError::Decode(e)));
             }
         };
         let aligned = len.next_multiple_of(NLMSG_ALIGNTO.into()).min(buf.len());
@@ -265,7 +266,7 @@ const FAMILY_AT: usize = NLMSG_HDRLEN;
 /// nlmsghdr and nfgenmsg precede a ctnetlink message's attributes.
 const ATTRIBUTES_AT: usize = NLMSG_HDRLEN + NFGENMSG_LEN;
 
-fn decode(bytes: &[u8]) -> io::Result<(NetlinkHeader, Payload)> {
+fn decode(bytes: &[u8]) -> Result<(NetlinkHeader, Payload), WireError> {
     let header = header_of(bytes)?;
     if header.message_type == CT_NEW_TYPE {
         // The hot path: entries are read in place, nothing allocated. One
@@ -297,8 +298,7 @@ fn decode(bytes: &[u8]) -> io::Result<(NetlinkHeader, Payload)> {
     Ok((header, payload))
 }
 
-fn header_of(bytes: &[u8]) -> io::Result<NetlinkHeader> {
-    let buf = NetlinkBuffer::new_checked(bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    NetlinkHeader::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+fn header_of(bytes: &[u8]) -> Result<NetlinkHeader, WireError> {
+    let buf = NetlinkBuffer::new_checked(bytes).map_err(WireError::Decode)?;
+    NetlinkHeader::parse(&buf).map_err(WireError::Decode)
 }
