@@ -302,3 +302,77 @@ fn header_of(bytes: &[u8]) -> Result<NetlinkHeader, WireError> {
     let buf = NetlinkBuffer::new_checked(bytes).map_err(WireError::Decode)?;
     NetlinkHeader::parse(&buf).map_err(WireError::Decode)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroI32;
+
+    use netlink_packet_core::{ErrorMessage, NetlinkMessage};
+    use netlink_packet_netfilter::conntrack::{ConntrackAttribute, IPTuple, ProtoTuple, Protocol, Tuple};
+    use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage};
+
+    fn wire(mut msg: Message, sequence: u32) -> Vec<u8> {
+        msg.header.sequence_number = sequence;
+        msg.finalize();
+        let mut bytes = vec![0; msg.buffer_len()];
+        msg.serialize(&mut bytes);
+        bytes
+    }
+
+    /// A dumped entry as the kernel sends it, built by the crate's typed
+    /// writer: the in-place reader must find it by type, family and offset.
+    fn dumped(family: NetfilterProtoFamily, src: &str, dst: &str) -> Message {
+        let tuple = vec![
+            Tuple::Ip(vec![
+                IPTuple::SourceAddress(src.parse().unwrap()),
+                IPTuple::DestinationAddress(dst.parse().unwrap()),
+            ]),
+            Tuple::Proto(vec![
+                ProtoTuple::Protocol(Protocol::Udp),
+                ProtoTuple::SourcePort(40000),
+                ProtoTuple::DestinationPort(8125),
+            ]),
+        ];
+        let inner = ConntrackMessage::New(vec![ConntrackAttribute::CtaTupleOrig(tuple)]);
+        NetlinkMessage::from(NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), inner))
+    }
+
+    fn answer(code: i32) -> Message {
+        let mut error = ErrorMessage::default();
+        error.code = NonZeroI32::new(code);
+        NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::Error(error))
+    }
+
+    #[test]
+    fn a_datagram_splits_into_entries_and_answers() {
+        let mut datagram = wire(dumped(NetfilterProtoFamily::IPv4, "192.0.2.2", "192.0.2.1"), 3);
+        datagram.extend(wire(dumped(NetfilterProtoFamily::IPv6, "2001:db8::2", "2001:db8::1"), 3));
+        datagram.extend(wire(answer(-libc::ENOENT), 4));
+        datagram.extend(wire(answer(0), 5));
+        let decoded: Vec<_> = messages(&datagram).map(Result::unwrap).collect();
+        let sequences: Vec<_> = decoded.iter().map(|(h, _)| h.sequence_number).collect();
+        assert_eq!(sequences, [3, 3, 4, 5]);
+        let (families, dsts): (Vec<_>, Vec<_>) = decoded
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Payload::Entry(Ok(Some(e))) => Some((e.family, e.dst.to_string())),
+                _ => None,
+            })
+            .unzip();
+        assert_eq!(families, [Family::V4, Family::V6]);
+        assert_eq!(dsts, ["192.0.2.1", "2001:db8::1"]);
+        assert!(matches!(decoded[2].1, Payload::Error(libc::ENOENT)));
+        assert!(matches!(decoded[3].1, Payload::Ack));
+    }
+
+    #[test]
+    fn an_undecodable_datagram_is_a_decode_error() {
+        let mut datagram = wire(answer(0), 1);
+        // A length field past the datagram's end.
+        datagram[0] = 0xff;
+        let first = messages(&datagram).next();
+        assert!(matches!(first, Some(Err(WireError::Decode(_)))), "{:?}", first.map(|r| r.map(|(h, _)| h)));
+        assert_eq!(messages(&datagram).count(), 1, "nothing after a bad header is read");
+    }
+}
