@@ -1,11 +1,13 @@
-//! Batched deletes: many `CT_DELETE` messages to one `send`, no ACK asked, so
-//! only failures answer, and "already gone" is counted rather than fatal.
+//! Batched deletes: many `IPCTNL_MSG_CT_DELETE` messages to one `send`, no
+//! ACK asked, so only failures answer, and "already gone" is counted rather
+//! than fatal.
 
 use std::io;
 
 use super::request;
 use super::socket::CtSocket;
 use super::Entry;
+use crate::error::WireError;
 
 /// What the kernel granted decides the batch: a batch must fit the send
 /// buffer (EMSGSIZE otherwise), and every delete in it may answer with an
@@ -77,7 +79,7 @@ pub struct Deleter {
 }
 
 impl Deleter {
-    pub fn open() -> io::Result<Self> {
+    pub fn open() -> Result<Self, WireError> {
         let socket = CtSocket::open()?;
         socket.cap_acks()?;
         let (send, recv) = socket.grow_buffers(WANTED_SEND_BUFFER, WANTED_RECV_BUFFER);
@@ -99,7 +101,7 @@ impl Deleter {
         })
     }
 
-    pub fn push(&mut self, entry: &Entry) -> io::Result<()> {
+    pub fn push(&mut self, entry: &Entry) -> Result<(), WireError> {
         let before = self.batch.len();
         let sequence = self.socket.next_sequence();
         request::emit_into(&mut request::delete(entry), sequence, &mut self.batch);
@@ -118,7 +120,7 @@ impl Deleter {
 
     /// Sends the batch now, so that its deletes are counted before anything
     /// else changes the table.
-    pub fn send(&mut self) -> io::Result<()> {
+    pub fn send(&mut self) -> Result<(), WireError> {
         if self.pending == 0 {
             return Ok(());
         }
@@ -139,7 +141,7 @@ impl Deleter {
     }
 
     /// Sends what is left and returns the counts and the first failure.
-    pub fn finish(mut self) -> io::Result<(DeleteCounts, Option<io::Error>)> {
+    pub fn finish(mut self) -> Result<(DeleteCounts, Option<io::Error>), WireError> {
         self.send()?;
         Ok((self.counts, self.first_failure.map(io::Error::from_raw_os_error)))
     }

@@ -4,9 +4,12 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use netlink_packet_core::{DecodeError, Emitable, Nla, NlasIterator};
+use netlink_packet_core::{DecodeError, Emitable, Nla, NlasIterator, NLA_HEADER_SIZE};
 
-use super::attr;
+use super::uapi::{
+    CTA_ID, CTA_IP_V4_DST, CTA_IP_V4_SRC, CTA_IP_V6_DST, CTA_IP_V6_SRC, CTA_PROTO_DST_PORT, CTA_PROTO_NUM,
+    CTA_PROTO_SRC_PORT, CTA_TUPLE_IP, CTA_TUPLE_ORIG, CTA_TUPLE_PROTO, CTA_TUPLE_REPLY, CTA_ZONE,
+};
 use super::{Family, Protocol};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,14 +24,14 @@ pub struct Entry {
     /// Source of the reply tuple: the DNAT target if the flow was translated,
     /// the original destination if not.
     pub reply_src: Option<IpAddr>,
-    /// `attr::ID`: makes a delete miss a newer entry that reuses the tuple.
+    /// `CTA_ID`: makes a delete miss a newer entry that reuses the tuple.
     pub id: Option<u32>,
-    /// `attr::ZONE`: the kernel looks the tuple up in this zone only.
+    /// `CTA_ZONE`: the kernel looks the tuple up in this zone only.
     pub zone: u16,
 }
 
 impl Entry {
-    /// Reads an entry from the attributes of a dumped `CT_NEW` message,
+    /// Reads an entry from the attributes of a dumped `IPCTNL_MSG_CT_NEW`,
     /// in place: a dump can carry a million entries, and only these few
     /// fields of each matter. `Ok(None)` for an entry without an address or
     /// port pair (ICMP, GRE, ...): never ours to delete.
@@ -40,10 +43,10 @@ impl Entry {
         for nla in NlasIterator::new(attributes) {
             let nla = nla?;
             match nla.kind() {
-                attr::TUPLE_ORIG => orig = Endpoints::read(nla.value())?,
-                attr::TUPLE_REPLY => reply = Endpoints::read(nla.value())?,
-                attr::ID => id = Some(u32::from_be_bytes(fixed(nla.value())?)),
-                attr::ZONE => zone = u16::from_be_bytes(fixed(nla.value())?),
+                CTA_TUPLE_ORIG => orig = Endpoints::read(nla.value())?,
+                CTA_TUPLE_REPLY => reply = Endpoints::read(nla.value())?,
+                CTA_ID => id = Some(u32::from_be_bytes(fixed(nla.value())?)),
+                CTA_ZONE => zone = u16::from_be_bytes(fixed(nla.value())?),
                 _ => {}
             }
         }
@@ -79,25 +82,25 @@ impl Endpoints {
         for part in NlasIterator::new(tuple) {
             let part = part?;
             match part.kind() {
-                attr::TUPLE_IP => {
+                CTA_TUPLE_IP => {
                     for ip in NlasIterator::new(part.value()) {
                         let ip = ip?;
                         match ip.kind() {
-                            attr::IP_V4_SRC => e.src = Some(IpAddr::from(fixed::<4>(ip.value())?)),
-                            attr::IP_V4_DST => e.dst = Some(IpAddr::from(fixed::<4>(ip.value())?)),
-                            attr::IP_V6_SRC => e.src = Some(IpAddr::from(fixed::<16>(ip.value())?)),
-                            attr::IP_V6_DST => e.dst = Some(IpAddr::from(fixed::<16>(ip.value())?)),
+                            CTA_IP_V4_SRC => e.src = Some(IpAddr::from(fixed::<4>(ip.value())?)),
+                            CTA_IP_V4_DST => e.dst = Some(IpAddr::from(fixed::<4>(ip.value())?)),
+                            CTA_IP_V6_SRC => e.src = Some(IpAddr::from(fixed::<16>(ip.value())?)),
+                            CTA_IP_V6_DST => e.dst = Some(IpAddr::from(fixed::<16>(ip.value())?)),
                             _ => {}
                         }
                     }
                 }
-                attr::TUPLE_PROTO => {
+                CTA_TUPLE_PROTO => {
                     for p in NlasIterator::new(part.value()) {
                         let p = p?;
                         match p.kind() {
-                            attr::PROTO_NUM => e.protocol = Some(fixed::<1>(p.value())?[0]),
-                            attr::PROTO_SRC_PORT => e.src_port = Some(u16::from_be_bytes(fixed(p.value())?)),
-                            attr::PROTO_DST_PORT => e.dst_port = Some(u16::from_be_bytes(fixed(p.value())?)),
+                            CTA_PROTO_NUM => e.protocol = Some(fixed::<1>(p.value())?[0]),
+                            CTA_PROTO_SRC_PORT => e.src_port = Some(u16::from_be_bytes(fixed(p.value())?)),
+                            CTA_PROTO_DST_PORT => e.dst_port = Some(u16::from_be_bytes(fixed(p.value())?)),
                             _ => {}
                         }
                     }
@@ -123,13 +126,13 @@ pub(super) fn value<const N: usize>(nla: &impl Nla) -> Option<[u8; N]> {
     }
     let mut buf = vec![0u8; nla.buffer_len()];
     nla.emit(&mut buf);
-    buf.get(4..4 + N)?.try_into().ok()
+    buf.get(NLA_HEADER_SIZE..NLA_HEADER_SIZE + N)?.try_into().ok()
 }
 
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let proto = match Protocol::from_number(self.protocol) {
-            Some(p) => p.name().to_owned(),
+            Some(p) => p.to_string(),
             None => format!("proto {}", self.protocol),
         };
         write!(f, "{proto} {} -> {}", socket(self.src, self.src_port), socket(self.dst, self.dst_port))?;
@@ -184,8 +187,8 @@ mod tests {
             ConntrackAttribute::CtaTupleOrig(tuple("192.0.2.2", "192.0.2.1", 40000, 8125)),
             ConntrackAttribute::CtaTupleReply(tuple("198.51.100.5", "192.0.2.2", 8125, 40000)),
             ConntrackAttribute::CtaTimeout(30),
-            ConntrackAttribute::Other(DefaultNla::new(attr::ID, vec![0, 0, 1, 2])),
-            ConntrackAttribute::Other(DefaultNla::new(attr::ZONE, vec![0, 3])),
+            ConntrackAttribute::Other(DefaultNla::new(CTA_ID, vec![0, 0, 1, 2])),
+            ConntrackAttribute::Other(DefaultNla::new(CTA_ZONE, vec![0, 3])),
         ];
         let e = Entry::from_bytes(Family::V4, &wire(&attributes)).unwrap().unwrap();
         assert_eq!(e.src, "192.0.2.2".parse::<IpAddr>().unwrap());
@@ -213,7 +216,7 @@ mod tests {
             (e.src.to_string(), e.dst.to_string(), e.dst_port),
             ("2001:db8::2".into(), "2001:db8::1".into(), 53)
         );
-        let short_id = vec![ConntrackAttribute::Other(DefaultNla::new(attr::ID, vec![1, 2]))];
+        let short_id = vec![ConntrackAttribute::Other(DefaultNla::new(CTA_ID, vec![1, 2]))];
         assert!(Entry::from_bytes(Family::V4, &wire(&short_id)).is_err());
         assert!(Entry::from_bytes(Family::V4, &[8, 0, 1, 0, 1]).is_err(), "truncated attribute");
     }

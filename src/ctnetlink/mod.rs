@@ -1,62 +1,23 @@
 //! The wire: conntrack over netlink (ctnetlink), as far as the flush needs
-//! it. Numbers from include/uapi/linux/netfilter/nfnetlink_conntrack.h,
-//! requests built by typed builders ([`request`]), dumped entries read in
-//! place ([`entry`]), one socket ([`socket`]) and batched deletes
-//! ([`delete`]). Which entries to delete is decided elsewhere (`flush`).
+//! it. The kernel's numbers under its own names ([`uapi`]), requests built
+//! by typed builders ([`request`]), dumped entries read in place
+//! ([`entry`]), one socket ([`socket`]) and batched deletes ([`delete`]),
+//! failing with a [`WireError`]. Which entries to delete is decided
+//! elsewhere (`flush`).
 
 pub mod delete;
 pub mod entry;
 pub mod request;
 pub mod socket;
+pub(crate) mod uapi;
 
 use std::fmt;
 use std::net::IpAddr;
 
 use netlink_packet_netfilter::NetfilterProtoFamily;
 
+pub use crate::error::WireError;
 pub use entry::Entry;
-
-/// ctnetlink message types (`IPCTNL_MSG_CT_*`), the low byte of
-/// `nlmsg_type`; the high byte is the subsystem, 1 for conntrack.
-pub(crate) mod message {
-    pub const CT_NEW: u8 = 0;
-    pub const CT_GET: u8 = 1;
-    pub const CT_DELETE: u8 = 2;
-    pub const CT_GET_STATS: u8 = 5;
-    pub const SUBSYSTEM: u8 = 1;
-}
-
-/// Attribute numbers (`CTA_*`) and their nested ones.
-pub(crate) mod attr {
-    pub const TUPLE_ORIG: u16 = 1;
-    pub const TUPLE_REPLY: u16 = 2;
-    pub const ID: u16 = 12;
-    pub const ZONE: u16 = 18;
-    pub const FILTER: u16 = 25;
-
-    /// Inside `CTA_TUPLE_*`.
-    pub const TUPLE_IP: u16 = 1;
-    pub const TUPLE_PROTO: u16 = 2;
-    /// Inside `CTA_TUPLE_IP`.
-    pub const IP_V4_SRC: u16 = 1;
-    pub const IP_V4_DST: u16 = 2;
-    pub const IP_V6_SRC: u16 = 3;
-    pub const IP_V6_DST: u16 = 4;
-    /// Inside `CTA_TUPLE_PROTO`.
-    pub const PROTO_NUM: u16 = 1;
-    pub const PROTO_SRC_PORT: u16 = 2;
-    pub const PROTO_DST_PORT: u16 = 3;
-    /// Inside `CTA_FILTER`.
-    pub const FILTER_ORIG_FLAGS: u16 = 1;
-    /// In the answer to `CT_GET_STATS`.
-    pub const STATS_GLOBAL_ENTRIES: u16 = 1;
-
-    /// `CTA_FILTER_ORIG_FLAGS` bits: which fields of the partial tuple the
-    /// kernel compares.
-    pub const FILTER_IP_DST: u32 = 1 << 1;
-    pub const FILTER_PROTO_NUM: u32 = 1 << 3;
-    pub const FILTER_PROTO_DST_PORT: u32 = 1 << 5;
-}
 
 /// Address family of a conntrack table. The kernel keeps one per family and
 /// every request names one (`nfgen_family`).
@@ -125,25 +86,16 @@ impl Protocol {
     pub fn from_number(number: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.number() == number)
     }
+}
 
-    /// The lowercase name, as the environment writes it.
-    pub fn name(self) -> &'static str {
-        match self {
+/// As conntrack(8) lists them, for the log.
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
             Protocol::Udp => "udp",
             Protocol::Tcp => "tcp",
             Protocol::Sctp => "sctp",
-        }
-    }
-
-    /// By name in any case: `udp` in the environment, `UDP` in a PodSpec.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(name))
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        })
     }
 }
 
@@ -165,14 +117,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn protocols_by_number_and_name() {
+    fn protocols_by_number() {
         for p in Protocol::ALL {
             assert_eq!(Protocol::from_number(p.number()), Some(p));
-            assert_eq!(Protocol::from_name(p.name()), Some(p));
-            assert_eq!(Protocol::from_name(&p.name().to_ascii_uppercase()), Some(p));
         }
         assert_eq!((Protocol::Udp.number(), Protocol::Tcp.number(), Protocol::Sctp.number()), (17, 6, 132));
         assert_eq!(Protocol::from_number(1), None);
-        assert_eq!(Protocol::from_name("icmp"), None);
+        assert_eq!(Protocol::Sctp.to_string(), "sctp");
     }
 }

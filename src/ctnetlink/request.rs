@@ -3,13 +3,18 @@
 //! `CTA_FILTER`) travel as `DefaultNla`.
 
 use netlink_packet_core::{
-    DefaultNla, Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NLA_F_NESTED, NLM_F_ACK,
-    NLM_F_DUMP, NLM_F_REQUEST,
+    DefaultNla, Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NLA_F_NESTED, NLA_HEADER_SIZE,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::conntrack::{ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Tuple};
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
-use super::{attr, message, Entry, Filter};
+use super::uapi::{
+    CTA_FILTER, CTA_FILTER_F_CTA_IP_DST, CTA_FILTER_F_CTA_PROTO_DST_PORT, CTA_FILTER_F_CTA_PROTO_NUM,
+    CTA_FILTER_ORIG_FLAGS, CTA_ID, CTA_ZONE, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_GET,
+    IPCTNL_MSG_CT_GET_STATS,
+};
+use super::{Entry, Filter};
 
 pub type Message = NetlinkMessage<NetfilterMessage>;
 
@@ -27,25 +32,25 @@ fn envelope(family: NetfilterProtoFamily, flags: u16, inner: ConntrackMessage) -
 /// A partial original tuple plus the `CTA_FILTER` that tells the kernel which
 /// of its fields to compare. The kernel rejects an un-nested `CTA_FILTER`.
 fn filter_attributes(filter: &Filter) -> Vec<ConntrackAttribute> {
-    let mut flags = attr::FILTER_PROTO_NUM;
+    let mut flags = CTA_FILTER_F_CTA_PROTO_NUM;
     let mut tuple = Vec::new();
     if let Some(ip) = filter.dst_ip {
-        flags |= attr::FILTER_IP_DST;
+        flags |= CTA_FILTER_F_CTA_IP_DST;
         tuple.push(Tuple::Ip(vec![IPTuple::DestinationAddress(ip)]));
     }
     let mut proto = vec![ProtoTuple::Protocol(filter.protocol.number().into())];
     if let Some(port) = filter.dst_port {
-        flags |= attr::FILTER_PROTO_DST_PORT;
+        flags |= CTA_FILTER_F_CTA_PROTO_DST_PORT;
         proto.push(ProtoTuple::DestinationPort(port));
     }
     tuple.push(Tuple::Proto(proto));
     // The kernel reads the filter flags in host byte order.
-    let orig_flags = DefaultNla::new(attr::FILTER_ORIG_FLAGS, flags.to_ne_bytes().to_vec());
+    let orig_flags = DefaultNla::new(CTA_FILTER_ORIG_FLAGS, flags.to_ne_bytes().to_vec());
     let mut nested = vec![0; orig_flags.buffer_len()];
     orig_flags.emit(&mut nested);
     vec![
         ConntrackAttribute::CtaTupleOrig(tuple),
-        ConntrackAttribute::Other(DefaultNla::new(attr::FILTER | NLA_F_NESTED, nested)),
+        ConntrackAttribute::Other(DefaultNla::new(CTA_FILTER | NLA_F_NESTED, nested)),
     ]
 }
 
@@ -57,7 +62,8 @@ fn raw(attribute: &ConntrackAttribute) -> DefaultNla {
     let mut bytes = vec![0; attribute.buffer_len()];
     attribute.emit(&mut bytes);
     let nested = if attribute.is_nested() { NLA_F_NESTED } else { 0 };
-    let value = bytes.get(4..4 + attribute.value_len()).unwrap_or_default().to_vec();
+    let value =
+        bytes.get(NLA_HEADER_SIZE..NLA_HEADER_SIZE + attribute.value_len()).unwrap_or_default().to_vec();
     DefaultNla::new(attribute.kind() | nested, value)
 }
 
@@ -69,14 +75,15 @@ fn filtered(filter: &Filter, message_type: u8, flags: u16) -> Message {
 /// Dump of one family's table, narrowed in the kernel (Linux 5.8+; older
 /// kernels ignore the filter and return everything).
 pub fn dump(filter: &Filter) -> Message {
-    filtered(filter, message::CT_GET, NLM_F_REQUEST | NLM_F_DUMP)
+    filtered(filter, IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP)
 }
 
 /// Deletes every entry of the slice inside the kernel (Linux 6.12+). It
-/// always carries a partial tuple: a `CT_DELETE` without one flushes the whole
-/// table on older kernels, and with one they answer EINVAL instead.
+/// always carries a partial tuple: an `IPCTNL_MSG_CT_DELETE` without one
+/// flushes the whole table on older kernels, and with one they answer EINVAL
+/// instead.
 pub fn filtered_flush(filter: &Filter) -> Message {
-    filtered(filter, message::CT_DELETE, NLM_F_REQUEST | NLM_F_ACK)
+    filtered(filter, IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK)
 }
 
 /// Deletes exactly this entry: full original tuple, zone and ID. No ACK is
@@ -92,11 +99,11 @@ pub fn delete(entry: &Entry) -> Message {
     ];
     let mut attributes = vec![ConntrackAttribute::CtaTupleOrig(tuple)];
     if let Some(id) = entry.id {
-        attributes.push(ConntrackAttribute::Other(DefaultNla::new(attr::ID, id.to_be_bytes().to_vec())));
+        attributes.push(ConntrackAttribute::Other(DefaultNla::new(CTA_ID, id.to_be_bytes().to_vec())));
     }
     if entry.zone != 0 {
         attributes
-            .push(ConntrackAttribute::Other(DefaultNla::new(attr::ZONE, entry.zone.to_be_bytes().to_vec())));
+            .push(ConntrackAttribute::Other(DefaultNla::new(CTA_ZONE, entry.zone.to_be_bytes().to_vec())));
     }
     envelope(entry.family.into(), NLM_F_REQUEST, ConntrackMessage::Delete(attributes))
 }
@@ -107,7 +114,7 @@ pub fn table_size() -> Message {
     envelope(
         NetfilterProtoFamily::Unspec,
         NLM_F_REQUEST,
-        ConntrackMessage::Other { message_type: message::CT_GET_STATS, attributes: vec![] },
+        ConntrackMessage::Other { message_type: IPCTNL_MSG_CT_GET_STATS, attributes: vec![] },
     )
 }
 

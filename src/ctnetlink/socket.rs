@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkPayload, Nla, Parseable, NLM_F_DUMP_FILTERED,
+    NetlinkBuffer, NetlinkHeader, NetlinkPayload, Nla, Parseable, NLMSG_ALIGNTO, NLM_F_DUMP_FILTERED,
 };
 use netlink_packet_netfilter::conntrack::ConntrackMessage;
 use netlink_packet_netfilter::{NetfilterMessageInner, NetfilterProtoFamily};
@@ -14,7 +14,11 @@ use nix::sys::socket::{getsockopt, setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
 use super::request::{self, Message};
-use super::{attr, message, Entry, Family};
+use super::uapi::{
+    CTA_STATS_GLOBAL_ENTRIES, IPCTNL_MSG_CT_NEW, NFGENMSG_LEN, NFNL_SUBSYS_CTNETLINK, NLMSG_HDRLEN,
+};
+use super::{Entry, Family};
+use crate::error::WireError;
 
 /// Dump messages grow to about 32 KiB; a smaller read truncates them and the
 /// dump silently ends early (docs/ctnetlink.md).
@@ -50,7 +54,7 @@ pub struct DumpOutcome {
 }
 
 impl CtSocket {
-    pub fn open() -> io::Result<Self> {
+    pub fn open() -> Result<Self, WireError> {
         let mut socket = Socket::new(NETLINK_NETFILTER)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
@@ -78,8 +82,8 @@ impl CtSocket {
     }
 
     /// Error answers carry only the failed request's header, not all of it.
-    pub fn cap_acks(&self) -> io::Result<()> {
-        self.socket.set_cap_ack(true)
+    pub fn cap_acks(&self) -> Result<(), WireError> {
+        Ok(self.socket.set_cap_ack(true)?)
     }
 
     pub fn next_sequence(&mut self) -> u32 {
@@ -87,15 +91,15 @@ impl CtSocket {
         self.sequence
     }
 
-    pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
+    pub fn send(&self, bytes: &[u8]) -> Result<(), WireError> {
         let sent = self.socket.send(bytes, 0)?;
         if sent != bytes.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "short netlink send"));
+            return Err(WireError::ShortSend { sent, len: bytes.len() });
         }
         Ok(())
     }
 
-    fn request(&mut self, mut msg: Message) -> io::Result<u32> {
+    fn request(&mut self, mut msg: Message) -> Result<u32, WireError> {
         let sequence = self.next_sequence();
         let mut bytes = Vec::with_capacity(msg.buffer_len());
         request::emit_into(&mut msg, sequence, &mut bytes);
@@ -104,13 +108,10 @@ impl CtSocket {
     }
 
     /// Reads one datagram; refuses a truncated one rather than lose entries.
-    fn receive(&mut self, flags: libc::c_int) -> io::Result<usize> {
+    fn receive(&mut self, flags: libc::c_int) -> Result<usize, WireError> {
         let len = self.socket.recv(&mut &mut self.buf[..], flags | libc::MSG_TRUNC)?;
         if len > self.buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("netlink message of {len} bytes exceeds the {} byte receive buffer", self.buf.len()),
-            ));
+            return Err(WireError::Truncated { len, buffer: self.buf.len() });
         }
         Ok(len)
     }
@@ -124,7 +125,7 @@ impl CtSocket {
         &mut self,
         msg: Message,
         mut each: impl FnMut(Dumped) -> ControlFlow<()>,
-    ) -> io::Result<DumpOutcome> {
+    ) -> Result<DumpOutcome, WireError> {
         let sequence = self.request(msg)?;
         let mut outcome = DumpOutcome::default();
         let mut first = true;
@@ -141,7 +142,7 @@ impl CtSocket {
                 }
                 match payload {
                     Payload::Done => return Ok(outcome),
-                    Payload::Error(code) => return Err(io::Error::from_raw_os_error(code)),
+                    Payload::Error(code) => return Err(io::Error::from_raw_os_error(code).into()),
                     Payload::Ack => {}
                     Payload::Entry(entry) => {
                         outcome.messages += 1;
@@ -168,8 +169,8 @@ impl CtSocket {
     fn ask<T>(
         &mut self,
         msg: Message,
-        mut answer: impl FnMut(Payload) -> Option<io::Result<T>>,
-    ) -> io::Result<T> {
+        mut answer: impl FnMut(Payload) -> Option<Result<T, WireError>>,
+    ) -> Result<T, WireError> {
         let sequence = self.request(msg)?;
         loop {
             let len = self.receive(0)?;
@@ -179,7 +180,7 @@ impl CtSocket {
                     continue;
                 }
                 if let Payload::Error(code) = payload {
-                    return Err(io::Error::from_raw_os_error(code));
+                    return Err(io::Error::from_raw_os_error(code).into());
                 }
                 if let Some(result) = answer(payload) {
                     return result;
@@ -189,30 +190,33 @@ impl CtSocket {
     }
 
     /// Sends a request with `NLM_F_ACK` and waits for its answer.
-    pub fn acknowledged(&mut self, msg: Message) -> io::Result<()> {
+    pub fn acknowledged(&mut self, msg: Message) -> Result<(), WireError> {
         self.ask(msg, |payload| matches!(payload, Payload::Ack | Payload::Done).then_some(Ok(())))
     }
 
     /// Number of entries in this network namespace's table.
-    pub fn table_size(&mut self) -> io::Result<u32> {
+    pub fn table_size(&mut self) -> Result<u32, WireError> {
         self.ask(request::table_size(), |payload| {
             let Payload::Conntrack(Some(ConntrackMessage::Other { attributes, .. })) = payload else {
                 return None;
             };
-            let entries = attributes.iter().find(|nla| nla.kind() == attr::STATS_GLOBAL_ENTRIES);
-            Some(entries.and_then(super::entry::value::<4>).map(u32::from_be_bytes).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "table statistics without an entry count")
-            }))
+            let entries = attributes.iter().find(|nla| nla.kind() == CTA_STATS_GLOBAL_ENTRIES);
+            Some(entries.and_then(super::entry::value::<4>).map(u32::from_be_bytes).ok_or(
+                WireError::MissingAttribute {
+                    message: "IPCTNL_MSG_CT_GET_STATS",
+                    attribute: "CTA_STATS_GLOBAL_ENTRIES",
+                },
+            ))
         })
     }
 
     /// Collects the error answers already queued, without waiting. The kernel
     /// handles a batch inside `send`, so by then every answer is queued.
-    pub fn drain_errors(&mut self, mut each: impl FnMut(i32)) -> io::Result<()> {
+    pub fn drain_errors(&mut self, mut each: impl FnMut(i32)) -> Result<(), WireError> {
         loop {
             let len = match self.receive(libc::MSG_DONTWAIT) {
                 Ok(len) => len,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(WireError::Os(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             };
             for item in messages(&self.buf[..len]) {
@@ -236,36 +240,39 @@ enum Payload {
 }
 
 /// Splits a datagram into netlink messages and decodes each.
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = io::Result<(NetlinkHeader, Payload)>> + '_ {
+fn messages(mut buf: &[u8]) -> impl Iterator<Item = Result<(NetlinkHeader, Payload), WireError>> + '_ {
     std::iter::from_fn(move || {
         if buf.is_empty() {
             return None;
         }
         let len = match NetlinkBuffer::new_checked(buf) {
-            Ok(b) => (b.length() as usize).max(16),
+            Ok(b) => (b.length() as usize).max(NLMSG_HDRLEN),
             Err(e) => {
                 buf = &[];
-                return Some(Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())));
+                return Some(Err(WireError::Decode(e)));
             }
         };
-        let aligned = len.next_multiple_of(4).min(buf.len());
+        let aligned = len.next_multiple_of(NLMSG_ALIGNTO.into()).min(buf.len());
         let (one, rest) = buf.split_at(aligned);
         buf = rest;
         Some(decode(one))
     })
 }
 
-/// `CT_NEW`, as every dumped entry is typed.
-const CT_NEW: u16 = (message::SUBSYSTEM as u16) << 8 | message::CT_NEW as u16;
+/// The `nlmsg_type` every dumped entry comes as.
+const CT_NEW_TYPE: u16 = u16::from_be_bytes([NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW]);
+/// `nfgen_family` is the first byte after the netlink header.
+const FAMILY_AT: usize = NLMSG_HDRLEN;
 /// nlmsghdr and nfgenmsg precede a ctnetlink message's attributes.
-const ATTRIBUTES_AT: usize = 16 + 4;
+const ATTRIBUTES_AT: usize = NLMSG_HDRLEN + NFGENMSG_LEN;
 
-fn decode(bytes: &[u8]) -> io::Result<(NetlinkHeader, Payload)> {
+fn decode(bytes: &[u8]) -> Result<(NetlinkHeader, Payload), WireError> {
     let header = header_of(bytes)?;
-    if header.message_type == CT_NEW {
+    if header.message_type == CT_NEW_TYPE {
         // The hot path: entries are read in place, nothing allocated. One
         // that does not decode must not end the dump: it is counted.
-        let family = bytes.get(16).copied().map(NetfilterProtoFamily::from).and_then(Family::from_netfilter);
+        let family =
+            bytes.get(FAMILY_AT).copied().map(NetfilterProtoFamily::from).and_then(Family::from_netfilter);
         let attributes = bytes.get(ATTRIBUTES_AT..header.length as usize);
         let entry = match (family, attributes) {
             (Some(family), Some(attributes)) => Entry::from_bytes(family, attributes).map_err(|_| ()),
@@ -291,8 +298,81 @@ fn decode(bytes: &[u8]) -> io::Result<(NetlinkHeader, Payload)> {
     Ok((header, payload))
 }
 
-fn header_of(bytes: &[u8]) -> io::Result<NetlinkHeader> {
-    let buf = NetlinkBuffer::new_checked(bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    NetlinkHeader::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+fn header_of(bytes: &[u8]) -> Result<NetlinkHeader, WireError> {
+    let buf = NetlinkBuffer::new_checked(bytes).map_err(WireError::Decode)?;
+    NetlinkHeader::parse(&buf).map_err(WireError::Decode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroI32;
+
+    use netlink_packet_core::{ErrorMessage, NetlinkMessage};
+    use netlink_packet_netfilter::conntrack::{ConntrackAttribute, IPTuple, ProtoTuple, Protocol, Tuple};
+    use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage};
+
+    fn wire(mut msg: Message, sequence: u32) -> Vec<u8> {
+        msg.header.sequence_number = sequence;
+        msg.finalize();
+        let mut bytes = vec![0; msg.buffer_len()];
+        msg.serialize(&mut bytes);
+        bytes
+    }
+
+    /// A dumped entry as the kernel sends it, built by the crate's typed
+    /// writer: the in-place reader must find it by type, family and offset.
+    fn dumped(family: NetfilterProtoFamily, src: &str, dst: &str) -> Message {
+        let tuple = vec![
+            Tuple::Ip(vec![
+                IPTuple::SourceAddress(src.parse().unwrap()),
+                IPTuple::DestinationAddress(dst.parse().unwrap()),
+            ]),
+            Tuple::Proto(vec![
+                ProtoTuple::Protocol(Protocol::Udp),
+                ProtoTuple::SourcePort(40000),
+                ProtoTuple::DestinationPort(8125),
+            ]),
+        ];
+        let inner = ConntrackMessage::New(vec![ConntrackAttribute::CtaTupleOrig(tuple)]);
+        NetlinkMessage::from(NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), inner))
+    }
+
+    fn answer(code: i32) -> Message {
+        let mut error = ErrorMessage::default();
+        error.code = NonZeroI32::new(code);
+        NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::Error(error))
+    }
+
+    #[test]
+    fn a_datagram_splits_into_entries_and_answers() {
+        let mut datagram = wire(dumped(NetfilterProtoFamily::IPv4, "192.0.2.2", "192.0.2.1"), 3);
+        datagram.extend(wire(dumped(NetfilterProtoFamily::IPv6, "2001:db8::2", "2001:db8::1"), 3));
+        datagram.extend(wire(answer(-libc::ENOENT), 4));
+        datagram.extend(wire(answer(0), 5));
+        let decoded: Vec<_> = messages(&datagram).map(Result::unwrap).collect();
+        let sequences: Vec<_> = decoded.iter().map(|(h, _)| h.sequence_number).collect();
+        assert_eq!(sequences, [3, 3, 4, 5]);
+        let (families, dsts): (Vec<_>, Vec<_>) = decoded
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Payload::Entry(Ok(Some(e))) => Some((e.family, e.dst.to_string())),
+                _ => None,
+            })
+            .unzip();
+        assert_eq!(families, [Family::V4, Family::V6]);
+        assert_eq!(dsts, ["192.0.2.1", "2001:db8::1"]);
+        assert!(matches!(decoded[2].1, Payload::Error(libc::ENOENT)));
+        assert!(matches!(decoded[3].1, Payload::Ack));
+    }
+
+    #[test]
+    fn an_undecodable_datagram_is_a_decode_error() {
+        let mut datagram = wire(answer(0), 1);
+        // A length field past the datagram's end.
+        datagram[0] = 0xff;
+        let first = messages(&datagram).next();
+        assert!(matches!(first, Some(Err(WireError::Decode(_)))), "{:?}", first.map(|r| r.map(|(h, _)| h)));
+        assert_eq!(messages(&datagram).count(), 1, "nothing after a bad header is read");
+    }
 }

@@ -7,6 +7,7 @@
 mod config;
 mod template;
 mod undecided;
+mod wire;
 
 use std::io;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use std::time::Duration;
 pub use config::ConfigError;
 pub use template::TemplateError;
 pub use undecided::Undecided;
+pub use wire::WireError;
 
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
@@ -43,6 +45,11 @@ pub enum Error {
 
     #[error("failed to {action}: {source}")]
     Kernel { action: &'static str, source: io::Error },
+
+    /// A wire failure without an errno: a short send, an answer that does
+    /// not decode.
+    #[error("failed to {action}: {source}")]
+    Wire { action: &'static str, source: WireError },
 
     #[error("{failed} deletes failed; the first with: {first}")]
     DeletesFailed {
@@ -167,13 +174,26 @@ impl Error {
         }
     }
 
+    /// A failure on the wire: an errno is classified as [`Error::kernel`]
+    /// does.
+    pub fn wire(action: &'static str, source: WireError) -> Self {
+        match source {
+            WireError::Os(source) => Error::kernel(action, source),
+            source => Error::Wire { action, source },
+        }
+    }
+
     /// A refused dump request. Our dump requests are well formed and kernels
     /// before 5.8 ignore the filter, so EINVAL or EOPNOTSUPP here means that
     /// nfnetlink found no conntrack subsystem to hand the request to.
-    pub fn dump(source: io::Error) -> Self {
-        match source.raw_os_error() {
-            Some(libc::EINVAL | libc::EOPNOTSUPP) => Error::NoCtnetlink { source },
-            _ => Error::kernel("dump conntrack entries", source),
+    pub fn dump(source: WireError) -> Self {
+        match source {
+            WireError::Os(source)
+                if matches!(source.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) =>
+            {
+                Error::NoCtnetlink { source }
+            }
+            source => Error::wire("dump conntrack entries", source),
         }
     }
 
@@ -201,6 +221,7 @@ impl Error {
             Error::Interrupted(Signal::Term) => 143,
             Error::NoCtnetlink { .. }
             | Error::Kernel { .. }
+            | Error::Wire { .. }
             | Error::DeletesFailed { .. }
             | Error::Runtime(_) => EXIT_FAILURE,
         }
@@ -221,9 +242,23 @@ mod tests {
         assert!(e.to_string().contains("nf_conntrack_netlink"));
         let e = Error::kernel("dump", io::Error::from_raw_os_error(libc::EINVAL));
         assert!(matches!(e, Error::Kernel { .. }));
-        let e = Error::dump(io::Error::from_raw_os_error(libc::EINVAL));
+        let e = Error::dump(io::Error::from_raw_os_error(libc::EINVAL).into());
         assert!(e.to_string().contains("modprobe nf_conntrack_netlink"), "{e}");
-        assert_eq!(Error::dump(io::Error::from_raw_os_error(libc::EPERM)).exit_code(), EXIT_PRIVILEGE);
+        assert_eq!(Error::dump(io::Error::from_raw_os_error(libc::EPERM).into()).exit_code(), EXIT_PRIVILEGE);
+    }
+
+    #[test]
+    fn wire_errors_keep_the_errno_classification() {
+        let e = Error::wire("open", io::Error::from_raw_os_error(libc::EPERM).into());
+        assert_eq!(e.exit_code(), EXIT_PRIVILEGE);
+        let e = Error::wire("open", io::Error::from_raw_os_error(libc::EPROTONOSUPPORT).into());
+        assert!(matches!(e, Error::NoCtnetlink { .. }), "{e}");
+        let e = Error::wire("flush", io::Error::from_raw_os_error(libc::EBUSY).into());
+        assert!(matches!(e, Error::Kernel { .. }), "{e}");
+        let e = Error::dump(WireError::ShortSend { sent: 20, len: 68 });
+        assert!(matches!(e, Error::Wire { source: WireError::ShortSend { .. }, .. }), "{e}");
+        assert_eq!(e.exit_code(), EXIT_FAILURE);
+        assert_eq!(report(&e), "failed to dump conntrack entries: the kernel took 20 of the 68 bytes sent");
     }
 
     #[test]

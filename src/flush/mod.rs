@@ -3,13 +3,12 @@
 
 pub mod selection;
 
-use std::io;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
 use crate::ctnetlink::delete::{DeleteCounts, Deleter};
 use crate::ctnetlink::socket::{CtSocket, Dumped};
-use crate::ctnetlink::{request, Filter};
+use crate::ctnetlink::{request, Filter, WireError};
 use crate::error::Error;
 use crate::report::Summary;
 use selection::{Selection, Slice, Verdict};
@@ -67,7 +66,7 @@ struct Flush<'a> {
 }
 
 fn open_socket() -> Result<CtSocket, Error> {
-    CtSocket::open().map_err(|e| Error::kernel("open a conntrack netlink socket", e))
+    CtSocket::open().map_err(|e| Error::wire("open a conntrack netlink socket", e))
 }
 
 impl<'a> Flush<'a> {
@@ -76,7 +75,7 @@ impl<'a> Flush<'a> {
         // A second socket for deletes, so that the dump streams while we delete.
         let deleter = match dry_run {
             true => None,
-            false => Some(Deleter::open().map_err(|e| Error::kernel("open a conntrack netlink socket", e))?),
+            false => Some(Deleter::open().map_err(|e| Error::wire("open a conntrack netlink socket", e))?),
         };
         Ok(Flush {
             selection,
@@ -98,7 +97,7 @@ impl<'a> Flush<'a> {
         // The abandoned dump dies with its socket.
         self.control = open_socket()?;
         if let Some(d) = self.deleter.as_mut() {
-            d.send().map_err(|e| Error::kernel("delete conntrack entries", e))?;
+            d.send().map_err(|e| Error::wire("delete conntrack entries", e))?;
         }
         match KernelFlush::from(filtered_flush(&mut self.control, &slice.filter)) {
             KernelFlush::Done(deleted) => {
@@ -112,7 +111,7 @@ impl<'a> Flush<'a> {
                 self.kernel_flush = false;
                 self.dump_and_delete(&slice.filter, None).map(|_| ())
             }
-            KernelFlush::Failed(e) => Err(Error::kernel("flush conntrack entries", e)),
+            KernelFlush::Failed(e) => Err(Error::wire("flush conntrack entries", e)),
         }
     }
 
@@ -126,7 +125,7 @@ impl<'a> Flush<'a> {
         // our deletes before every read means that no match can come back
         // twice; only a kept entry can, rarely, be counted again.
         let Flush { selection, control, deleter, summary, .. } = self;
-        let mut failure: Option<io::Error> = None;
+        let mut failure: Option<WireError> = None;
         let mut matched_here = 0u64;
         let outcome = control
             .dump(request::dump(filter), |dumped| {
@@ -168,7 +167,7 @@ impl<'a> Flush<'a> {
             })
             .map_err(Error::dump)?;
         if let Some(e) = failure {
-            return Err(Error::kernel("delete conntrack entries", e));
+            return Err(Error::wire("delete conntrack entries", e));
         }
         if outcome.undecodable > 0 {
             tracing::warn!(
@@ -187,7 +186,7 @@ impl<'a> Flush<'a> {
         let mut summary = self.summary;
         if let Some(deleter) = self.deleter {
             let (counts, failure) =
-                deleter.finish().map_err(|e| Error::kernel("delete conntrack entries", e))?;
+                deleter.finish().map_err(|e| Error::wire("delete conntrack entries", e))?;
             add_deletes(&mut summary, &counts);
             if let Some(first) = failure {
                 summary.set_elapsed(started.elapsed());
@@ -208,7 +207,7 @@ impl<'a> Flush<'a> {
 
 /// Deletes the slice inside the kernel and returns how many entries went,
 /// read from the table size since the kernel answers with a bare ACK.
-fn filtered_flush(control: &mut CtSocket, filter: &Filter) -> io::Result<u64> {
+fn filtered_flush(control: &mut CtSocket, filter: &Filter) -> Result<u64, WireError> {
     let before = control.table_size()?;
     control.acknowledged(request::filtered_flush(filter))?;
     let after = control.table_size()?;
@@ -222,13 +221,13 @@ enum KernelFlush {
     Done(u64),
     /// It has no filtered flush (before 6.12): the flush goes on entry by
     /// entry.
-    Unsupported(io::Error),
+    Unsupported(WireError),
     /// A real failure, which a second dump must not hide.
-    Failed(io::Error),
+    Failed(WireError),
 }
 
-impl From<io::Result<u64>> for KernelFlush {
-    fn from(answer: io::Result<u64>) -> Self {
+impl From<Result<u64, WireError>> for KernelFlush {
+    fn from(answer: Result<u64, WireError>) -> Self {
         match answer {
             Ok(deleted) => KernelFlush::Done(deleted),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
@@ -250,19 +249,20 @@ fn add_deletes(summary: &mut Summary, counts: &DeleteCounts) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     #[test]
     fn only_einval_and_eopnotsupp_fall_back_to_entry_by_entry() {
         assert!(matches!(KernelFlush::from(Ok(12_000)), KernelFlush::Done(12_000)));
         for errno in [libc::EINVAL, libc::EOPNOTSUPP] {
-            let answer = KernelFlush::from(Err(io::Error::from_raw_os_error(errno)));
+            let answer = KernelFlush::from(Err(io::Error::from_raw_os_error(errno).into()));
             assert!(matches!(answer, KernelFlush::Unsupported(_)), "errno {errno}: {answer:?}");
         }
         for errno in [libc::EPERM, libc::ENOBUFS, libc::EBUSY, libc::ENOMEM] {
-            let answer = KernelFlush::from(Err(io::Error::from_raw_os_error(errno)));
+            let answer = KernelFlush::from(Err(io::Error::from_raw_os_error(errno).into()));
             assert!(matches!(answer, KernelFlush::Failed(_)), "errno {errno}: {answer:?}");
         }
-        let truncated = KernelFlush::from(Err(io::Error::new(io::ErrorKind::InvalidData, "truncated")));
+        let truncated = KernelFlush::from(Err(WireError::Truncated { len: 70_000, buffer: 65_536 }));
         assert!(matches!(truncated, KernelFlush::Failed(_)), "{truncated:?}");
     }
 
