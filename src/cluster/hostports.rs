@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 
 use crate::ctnetlink::Protocol;
 use crate::flush::selection::{canonical, Selection};
@@ -35,6 +35,23 @@ fn push<T: PartialEq>(v: &mut Vec<T>, item: T) {
     }
 }
 
+/// The addresses whose flows are live: the pod's IPs, unless it is being
+/// deleted. Such a pod still reads Running until the kubelet is done with
+/// it, but its agent is stopping: its node and ports are swept, and flows to
+/// it are not kept. (Seen on a real node, where a sweep right after a
+/// rollout kept the flow of the replaced pod.)
+fn live_ips(pod: &Pod, status: &PodStatus) -> Vec<IpAddr> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Vec::new();
+    }
+    let parse = |s: &str| s.parse::<IpAddr>().ok();
+    let ips: Vec<IpAddr> = status.pod_ips.iter().flatten().filter_map(|p| parse(&p.ip)).collect();
+    match ips.is_empty() {
+        true => status.pod_ip.as_deref().and_then(parse).into_iter().collect(),
+        false => ips,
+    }
+}
+
 /// Groups the running pods with hostPorts of the chosen protocols by node.
 /// Each node's selection targets its hostIP(s) and those ports, and keeps
 /// what already reaches one of its pods.
@@ -47,17 +64,7 @@ pub fn plan(pods: &[Pod], protocols: &[Protocol]) -> Vec<NodeFlush> {
             continue;
         }
         let parse = |s: &str| s.parse::<IpAddr>().ok();
-        let mut pod_ips: Vec<IpAddr> = status.pod_ips.iter().flatten().filter_map(|p| parse(&p.ip)).collect();
-        if pod_ips.is_empty() {
-            pod_ips.extend(status.pod_ip.as_deref().and_then(parse));
-        }
-        // A pod being deleted still reads Running until the kubelet is done
-        // with it, but its agent is stopping: its node and ports are swept,
-        // and flows to it are not kept. (Seen on a real node, where a sweep
-        // right after a rollout kept the flow of the replaced pod.)
-        if pod.metadata.deletion_timestamp.is_some() {
-            pod_ips.clear();
-        }
+        let pod_ips = live_ips(pod, status);
         let mut found = false;
         let name = format!(
             "{}/{}",

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    Toleration,
+    PodSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -197,38 +197,8 @@ pub fn flush_job(template: &CronJob, name: &str, order: &FlushOrder) -> Result<J
         return Err(TemplateError::NoContainers(template_name));
     };
 
-    // Required node affinity on the node's name, as DaemonSets pin pods:
-    // unlike nodeName, it still goes through the scheduler and admission.
-    let affinity = pod.affinity.get_or_insert_with(Affinity::default);
-    let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
-    node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
-        node_selector_terms: vec![NodeSelectorTerm {
-            match_fields: Some(vec![NodeSelectorRequirement {
-                key: "metadata.name".to_owned(),
-                operator: "In".to_owned(),
-                values: Some(vec![order.node.to_owned()]),
-            }]),
-            ..NodeSelectorTerm::default()
-        }],
-    });
-
-    // The stale entries are on this node whatever its taints say.
-    let tolerate_all = Toleration { operator: Some("Exists".to_owned()), ..Toleration::default() };
-    let tolerations = pod.tolerations.get_or_insert_with(Vec::new);
-    if !tolerations.iter().any(|t| t.key.is_none() && t.operator.as_deref() == Some("Exists")) {
-        tolerations.push(tolerate_all);
-    }
-
-    let env = &order.env;
-    for container in &mut pod.containers {
-        let vars = container.env.get_or_insert_with(Vec::new);
-        vars.retain(|v| !env.iter().any(|(k, _)| *k == v.name));
-        vars.extend(env.iter().map(|(k, v)| EnvVar {
-            name: (*k).to_owned(),
-            value: Some(v.clone()),
-            value_from: None,
-        }));
-    }
+    pin(pod, order.node);
+    set_env(&mut pod.containers, &order.env);
 
     Ok(Job {
         metadata: ObjectMeta {
@@ -254,6 +224,44 @@ pub fn flush_job(template: &CronJob, name: &str, order: &FlushOrder) -> Result<J
         spec: Some(spec),
         status: None,
     })
+}
+
+/// Required node affinity on the node's name, as DaemonSets pin pods
+/// (unlike nodeName, it still goes through the scheduler and admission),
+/// and a toleration of every taint: the stale entries are on this node
+/// whatever its taints say.
+fn pin(pod: &mut PodSpec, node: &str) {
+    let affinity = pod.affinity.get_or_insert_with(Affinity::default);
+    let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
+        node_selector_terms: vec![NodeSelectorTerm {
+            match_fields: Some(vec![NodeSelectorRequirement {
+                key: "metadata.name".to_owned(),
+                operator: "In".to_owned(),
+                values: Some(vec![node.to_owned()]),
+            }]),
+            ..NodeSelectorTerm::default()
+        }],
+    });
+    let tolerate_all = Toleration { operator: Some("Exists".to_owned()), ..Toleration::default() };
+    let tolerations = pod.tolerations.get_or_insert_with(Vec::new);
+    if !tolerations.iter().any(|t| t.key.is_none() && t.operator.as_deref() == Some("Exists")) {
+        tolerations.push(tolerate_all);
+    }
+}
+
+/// The flush's variables replace the template's of the same name, in every
+/// container.
+fn set_env(containers: &mut [Container], env: &[(&'static str, String)]) {
+    for container in containers {
+        let vars = container.env.get_or_insert_with(Vec::new);
+        vars.retain(|v| !env.iter().any(|(k, _)| *k == v.name));
+        vars.extend(env.iter().map(|(k, v)| EnvVar {
+            name: (*k).to_owned(),
+            value: Some(v.clone()),
+            value_from: None,
+        }));
+    }
 }
 
 #[cfg(test)]

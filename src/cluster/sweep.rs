@@ -65,15 +65,7 @@ pub async fn run(client: &Client, namespace: &str, sweep: &SweepPlan) -> Result<
         return Ok(());
     }
     let template = job::template(client, namespace, &cluster.job_template).await?;
-    // The policy admits no other address than `local` and the declared
-    // ones; `local` covers a hostIP, which is an address of its node.
-    let declared = job_template::declared_addresses(&template);
-    for node in &mut plan {
-        let widened = hostports::within_declared(&mut node.selection, &declared);
-        if !widened.is_empty() {
-            tracing::info!(node = %node.node, host_ips = ?widened, "hostIPs not declared in {}: flushing them as `local`", job_template::ADDRESSES_ANNOTATION);
-        }
-    }
+    within_declared(&mut plan, &template);
     // Unique per sweep run: the CronJob's pod, or the time for a run by hand.
     let run = cluster.run.clone().unwrap_or_else(|| {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos().to_string()).unwrap_or_default()
@@ -88,12 +80,31 @@ pub async fn run(client: &Client, namespace: &str, sweep: &SweepPlan) -> Result<
         .collect()
         .await;
 
+    tell(client, sweep, Counts { considered, unchanged }, &results).await
+}
+
+/// How many nodes the sweep looked at, and how many of them had not changed.
+#[derive(Clone, Copy)]
+struct Counts {
+    considered: usize,
+    unchanged: usize,
+}
+
+/// Each node's outcome as an Event on the sweep's own pod (`kubectl describe
+/// pod`), the totals in the log and a `SweepDone` Event, and the sweep's own
+/// outcome: it fails when any node's flush failed.
+async fn tell(
+    client: &Client,
+    sweep: &SweepPlan,
+    Counts { considered, unchanged }: Counts,
+    results: &[(String, Result<Option<Summary>, Error>)],
+) -> Result<(), Error> {
+    let cluster = &sweep.cluster;
     let total = results.len();
-    // Each node's outcome, on the sweep's own pod (`kubectl describe pod`).
     let regarding: Option<&Regarding> = cluster.pod.as_ref();
     let instance = regarding.as_ref().map(|r| r.name.clone()).unwrap_or_default();
     let (mut failed, mut deleted, mut kept, mut unreported) = (0, 0, 0, 0);
-    for (node, result) in &results {
+    for (node, result) in results {
         let note = match result {
             Ok(Some(s)) => {
                 deleted += s.deleted;
@@ -124,6 +135,18 @@ pub async fn run(client: &Client, namespace: &str, sweep: &SweepPlan) -> Result<
     match failed {
         0 => Ok(()),
         _ => Err(Error::SweepFailed { failed, total }),
+    }
+}
+
+/// The policy admits no other address than `local` and the declared ones;
+/// `local` covers a hostIP, which is an address of its node.
+fn within_declared(plan: &mut [NodeFlush], template: &CronJob) {
+    let declared = job_template::declared_addresses(template);
+    for node in plan {
+        let widened = hostports::within_declared(&mut node.selection, &declared);
+        if !widened.is_empty() {
+            tracing::info!(node = %node.node, host_ips = ?widened, "hostIPs not declared in {}: flushing them as `local`", job_template::ADDRESSES_ANNOTATION);
+        }
     }
 }
 
