@@ -26,6 +26,10 @@ async fn creates_the_pinned_job_waits_for_complete_and_reads_the_summary() {
     let seen = seen.lock().unwrap().clone();
     let posts: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::POST).collect();
     assert_eq!(posts.len(), 1);
+    validate_jobs(
+        "creates_the_pinned_job_waits_for_complete_and_reads_the_summary",
+        &[posts[0].body.clone()],
+    );
     let job: Job = serde_json::from_value(posts[0].body.clone()).expect("a Job was posted");
     let name = job.metadata.name.clone().unwrap();
     assert!(name.starts_with("flush-node-a-") && name.len() <= 63, "{name}");
@@ -311,7 +315,7 @@ async fn the_outcome_shows_on_the_trigger_pod_as_events() {
 async fn every_figure_of_the_summary_reaches_the_flushed_event() {
     for (dry_run, verb) in [(false, "deleted 23"), (true, "would delete 34")] {
         let message = json!({"dry_run": dry_run, "scanned": 97, "matched": 34, "deleted": 23,
-                             "already_gone": 11, "kept": 7, "failed": 0, "kernel_flushed": 19,
+                             "already_gone": 11, "kept": 7, "failed": 5, "kernel_flushed": 19,
                              "elapsed_seconds": 0.25})
         .to_string();
         let mut inner = with_events(cluster((201, None), "Complete"), 201);
@@ -335,7 +339,7 @@ async fn every_figure_of_the_summary_reaches_the_flushed_event() {
         assert_eq!(
             flushed.2,
             format!(
-                "{verb} stale conntrack entries on node node-a, kept 7 that reach a live pod, 0 failed; \
+                "{verb} stale conntrack entries on node node-a, kept 7 that reach a live pod, 5 failed; \
                  11 already gone, 19 by the kernel's filtered flush, 34 matched of 97 scanned \
                  (flush Job flush-conntrack/{job})"
             )

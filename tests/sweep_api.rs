@@ -25,6 +25,7 @@ async fn sweep_spawns_one_job_per_node_with_its_targets() {
     flush_conntrack::cluster::sweep::run(&client, NS, &s).await.expect("sweep succeeds");
     let jobs = jobs.lock().unwrap().clone();
     assert_eq!(jobs.len(), 3, "one per node with a running agent");
+    validate_jobs("sweep_spawns_one_job_per_node_with_its_targets", &jobs);
     // Every local address of each node, as portmap translates the hostPort.
     for (node, pod_ip) in [("node-a", "10.244.1.5"), ("node-b", "10.244.2.5"), ("node-c", "10.244.3.5")] {
         let job = jobs.iter().find(|j| j["metadata"]["labels"]["flush-conntrack/node"] == node).expect(node);
