@@ -56,6 +56,12 @@ pub fn resolve(auto: &AutoPlan) -> Result<Plan, Error> {
     let local = crate::addresses::local().map_err(Undecided::Addresses)?;
     let choice = decide(net_admin, &local, &auto.flush.selection.ips)?;
     tracing::info!(mode = %choice, net_admin, "MODE=auto chose");
+    chosen(choice, auto)
+}
+
+/// The candidate a decision names; spawn's own refusal (no `NODE_NAME`)
+/// surfaces only now.
+fn chosen(choice: Mode, auto: &AutoPlan) -> Result<Plan, Error> {
     match choice {
         Mode::Flush => Ok(Plan::Flush(auto.flush.clone())),
         _ => Ok(Plan::Spawn(auto.spawn.clone()?)),
@@ -119,5 +125,22 @@ mod tests {
         assert_eq!(effective_has(net_admin_only, CAP_NET_ADMIN), Some(true));
         assert_eq!(effective_has("CapEff:\t0000000000000000\n", CAP_NET_ADMIN), Some(false));
         assert_eq!(effective_has("Name:\tx\n", CAP_NET_ADMIN), None);
+    }
+
+    #[test]
+    fn the_choice_picks_its_candidate() {
+        use crate::config::Settings;
+        let settings = |vars: &[(&str, &str)]| {
+            Settings::from_vars(vars.iter().map(|(k, v)| (k.into(), v.into()))).unwrap().plan
+        };
+        let Plan::Auto(auto) = settings(&[("TARGET_PORT", "8125"), ("NODE_NAME", "node-a")]) else {
+            panic!()
+        };
+        assert!(matches!(chosen(Mode::Flush, &auto), Ok(Plan::Flush(p)) if p == auto.flush));
+        assert!(matches!(chosen(Mode::Spawn, &auto), Ok(Plan::Spawn(p)) if p.node == "node-a"));
+        let Plan::Auto(nodeless) = settings(&[("TARGET_PORT", "8125")]) else { panic!() };
+        assert!(matches!(chosen(Mode::Flush, &nodeless), Ok(Plan::Flush(_))), "flushing needs no node");
+        let refused = chosen(Mode::Spawn, &nodeless).unwrap_err();
+        assert!(matches!(&refused, Error::Config(e) if e.variable == "NODE_NAME"), "{refused}");
     }
 }
