@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::batch::v1::CronJob;
 use serde_json::json;
 use testbed::apiserver::{Behaviour, Controller, Create, FakeApi};
+use testbed::process::{self, Signal};
 use testbed::validate;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");
@@ -195,12 +196,12 @@ fn an_unreachable_api_exits_7_after_bounded_retries() {
 /// it did not finish, and whoever stopped it reads that in its status.
 #[test]
 fn a_signal_ends_the_wait_promptly_whatever_fail_open_says() {
-    type Case<'a> = (&'a [(&'a str, &'a str)], libc::c_int, i32);
+    type Case<'a> = (&'a [(&'a str, &'a str)], Signal, i32);
     let cases: &[Case] = &[
-        (&[], libc::SIGTERM, 143),
-        (&[("FAIL_OPEN", "true")], libc::SIGTERM, 143),
-        (&[("FAIL_OPEN", "true")], libc::SIGINT, 130),
-        (&[("FAIL_OPEN", "true"), ("STAY_RUNNING", "true")], libc::SIGTERM, 143),
+        (&[], Signal::SIGTERM, 143),
+        (&[("FAIL_OPEN", "true")], Signal::SIGTERM, 143),
+        (&[("FAIL_OPEN", "true")], Signal::SIGINT, 130),
+        (&[("FAIL_OPEN", "true"), ("STAY_RUNNING", "true")], Signal::SIGTERM, 143),
     ];
     for (i, (env, signal, code)) in cases.iter().enumerate() {
         let c = Cluster::new(Behaviour { controller: Controller::Idle, ..Behaviour::default() });
@@ -213,8 +214,7 @@ fn a_signal_ends_the_wait_promptly_whatever_fail_open_says() {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(300));
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, *signal) };
+        process::signal(child.id() as i32, *signal);
         let sent = Instant::now();
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(*code), "{env:?}: {}", stderr(&out));
@@ -254,8 +254,7 @@ fn a_sidecar_trigger_reports_and_stays_until_terminated() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(matches!(child.try_wait(), Ok(None)), "it stays after the outcome");
     assert_eq!(c.api.jobs().len(), 1, "one Job, not one per restart");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    process::terminate(&child);
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(status.code(), Some(0), "{text}");

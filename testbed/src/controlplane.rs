@@ -559,8 +559,7 @@ impl Drop for ControlPlane {
             let _ = k.join();
         }
         for child in self.children.iter_mut().rev() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            crate::process::terminate(child);
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(100));

@@ -32,15 +32,12 @@ struct Worker {
 }
 
 impl Worker {
-    /// Runs `body` in a thread that first enters the namespace at `path`;
-    /// `body` returns when the flag it is given is set.
-    fn start(path: String, body: impl FnOnce(Arc<AtomicBool>) + Send + 'static) -> Worker {
+    /// Runs `body` in a thread inside `ns`; `body` returns when the flag it
+    /// is given is set.
+    fn start(ns: &Netns, body: impl FnOnce(Arc<AtomicBool>) + Send + 'static) -> Worker {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            enter(&path);
-            body(flag);
-        });
+        let thread = ns.spawn(move || body(flag));
         Worker { stop, thread: Some(thread) }
     }
 }
@@ -168,7 +165,7 @@ impl Lab {
     pub fn start_flow(&self, sport: u16) -> Flow {
         let sent = Arc::new(AtomicU64::new(0));
         let counter = sent.clone();
-        let worker = Worker::start(self.client.path(), move |stop| {
+        let worker = Worker::start(&self.client, move |stop| {
             let socket = UdpSocket::bind((CLIENT_IP, sport)).expect("client binds its source port");
             while !stop.load(Ordering::Relaxed) {
                 if socket.send_to(b"requests:1|c", (HOST_IP, PORT)).is_ok() {
@@ -209,18 +206,11 @@ impl Default for Lab {
     }
 }
 
-fn enter(path: &str) {
-    let file = std::fs::File::open(path).expect("namespace exists");
-    // SAFETY: valid namespace fd; only this thread moves.
-    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-}
-
 fn receive(ns: &Netns) -> Receiver {
     let counts = Arc::new(Mutex::new(HashMap::new()));
     let tally = counts.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let worker = Worker::start(ns.path(), move |stop| {
+    let worker = Worker::start(ns, move |stop| {
         let socket = UdpSocket::bind(("0.0.0.0", PORT)).expect("pod binds :8125");
         socket.set_read_timeout(Some(Duration::from_millis(20))).expect("read timeout");
         let _ = ready_tx.send(());

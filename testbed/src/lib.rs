@@ -11,6 +11,7 @@ pub mod image;
 pub mod netns;
 pub mod node;
 pub mod podwatch;
+pub mod process;
 pub mod recipe;
 pub mod require;
 pub mod scratch;

@@ -12,7 +12,6 @@
 //! (under a cgroup root of this node's own, every process in it killed).
 
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
 
 use crate::controlplane::{ControlPlane, SERVICE_IP};
 use crate::image::Built;
@@ -117,10 +119,7 @@ fn remove_leftovers() {
                 if pids.is_empty() {
                     break;
                 }
-                // SAFETY: SIGKILL to processes of a dead run's node cgroup.
-                pids.iter().for_each(|p| unsafe {
-                    libc::kill(*p, libc::SIGKILL);
-                });
+                pids.iter().for_each(|p| crate::process::signal(*p, Signal::SIGKILL));
                 std::thread::sleep(Duration::from_millis(100));
             }
             remove_cgroups(&entry.path());
@@ -469,19 +468,15 @@ nodeStatusReportFrequency: 10s
 
     /// Makes the command run in the node's network and mount namespaces.
     pub fn enter(&self, cmd: &mut Command) -> Result<(), String> {
-        let net = std::fs::File::open(self.ns.path()).map_err(|e| e.to_string())?;
+        let net = self.ns.open().map_err(|e| e.to_string())?;
         let mnt =
             std::fs::File::open(format!("/proc/{}/ns/mnt", self.holder.id())).map_err(|e| e.to_string())?;
         // SAFETY: setns only, on descriptors opened before fork; the child
         // is single-threaded, as joining a mount namespace requires.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) != 0
-                    || libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
+                crate::netns::join(&net, CloneFlags::CLONE_NEWNET)?;
+                crate::netns::join(&mnt, CloneFlags::CLONE_NEWNS)
             });
         }
         Ok(())
@@ -545,8 +540,7 @@ nodeStatusReportFrequency: 10s
     fn stop(&mut self) {
         self.proxy.take();
         for child in self.daemons.iter_mut().rev() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            crate::process::terminate(child);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline && self.daemons.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) {
@@ -561,8 +555,7 @@ nodeStatusReportFrequency: 10s
             for h in &hierarchies {
                 for pid in procs_below(&h.join(&self.cgroup)) {
                     alive += 1;
-                    // SAFETY: SIGKILL to a process of this node's cgroup.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    crate::process::signal(pid, Signal::SIGKILL);
                 }
             }
             if alive == 0 || Instant::now() > deadline {
@@ -626,35 +619,16 @@ struct ApiProxy {
 
 impl ApiProxy {
     fn start(ns: &Netns, address: &str, upstream_port: u16) -> Result<ApiProxy, String> {
-        let host = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())?;
-        let node = std::fs::File::open(ns.path()).map_err(|e| e.to_string())?;
         let listen = format!("{address}:{API_PORT}");
+        // A socket stays in the namespace it was made in: the listener is
+        // the node's, the thread accepting on it and its upstream the host's.
+        let listener = ns
+            .within(|| TcpListener::bind(&listen).and_then(|l| l.set_nonblocking(true).map(|_| l)))
+            .map_err(|e| format!("bind {listen}: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (flag, open) = (stop.clone(), streams.clone());
         let thread = std::thread::spawn(move || {
-            // SAFETY: setns on this thread only, with valid namespace fds.
-            let listener = unsafe {
-                if libc::setns(node.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    let _ = ready_tx.send(Err(std::io::Error::last_os_error().to_string()));
-                    return;
-                }
-                let listener = TcpListener::bind(&listen);
-                if libc::setns(host.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    let _ = ready_tx.send(Err(std::io::Error::last_os_error().to_string()));
-                    return;
-                }
-                listener
-            };
-            let listener = match listener.and_then(|l| l.set_nonblocking(true).map(|_| l)) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(format!("bind {listen}: {e}")));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
             while !flag.load(Ordering::Relaxed) {
                 let Ok((client, _)) = listener.accept() else {
                     std::thread::sleep(Duration::from_millis(20));
@@ -671,7 +645,6 @@ impl ApiProxy {
                 std::thread::spawn(move || pipe(s2, c2));
             }
         });
-        ready_rx.recv_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())??;
         Ok(ApiProxy { stop, streams, thread: Some(thread) })
     }
 }

@@ -761,37 +761,18 @@ struct SandboxWatch {
     thread: std::thread::JoinHandle<Option<Instant>>,
 }
 
+/// The interfaces of this thread's network namespace.
 fn interfaces() -> Vec<String> {
-    let mut names = Vec::new();
-    // SAFETY: if_nameindex returns an array ended by a zero index, freed
-    // below exactly once.
-    unsafe {
-        let list = libc::if_nameindex();
-        if list.is_null() {
-            return names;
-        }
-        let mut item = list;
-        while (*item).if_index != 0 {
-            names.push(std::ffi::CStr::from_ptr((*item).if_name).to_string_lossy().into_owned());
-            item = item.add(1);
-        }
-        libc::if_freenameindex(list);
-    }
-    names
+    let Ok(list) = nix::net::if_::if_nameindex() else { return Vec::new() };
+    list.iter().map(|i| i.name().to_string_lossy().into_owned()).collect()
 }
 
 impl SandboxWatch {
     fn start(ns: &crate::netns::Netns) -> SandboxWatch {
         use std::sync::atomic::Ordering;
-        let path = ns.path();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).ok()?;
-            // SAFETY: a valid namespace fd; only this thread moves.
-            if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
-                return None;
-            }
+        let thread = ns.spawn(move || {
             let before = interfaces();
             while !flag.load(Ordering::Relaxed) {
                 if interfaces().iter().any(|i| i.starts_with("veth") && !before.contains(i)) {
