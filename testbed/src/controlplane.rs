@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::command;
+use crate::error::{self, io, Error, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
@@ -58,14 +60,10 @@ fn free_port() -> u16 {
 }
 
 /// Builds the binaries once (cached) and returns their directory.
-pub fn binaries() -> Result<PathBuf, String> {
+pub fn binaries() -> Result<PathBuf> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../controlplane/build.sh");
-    let out =
-        Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!("{} failed", script.display()));
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    let out = command::stdout(Command::new("bash").arg(&script).stderr(Stdio::inherit()))?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out).trim()))
 }
 
 /// A test killed before its drop ran must not leave its servers behind.
@@ -79,7 +77,7 @@ pub fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if ready() {
@@ -87,26 +85,25 @@ pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    Err(format!("{what} not ready within {timeout:?}"))
+    Err(Error::NotReady { what: what.to_owned(), timeout })
 }
 
-fn spawn(bin: &Path, name: &str, dir: &Path, args: &[String]) -> Result<Child, String> {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
-    let err = log.try_clone().map_err(|e| e.to_string())?;
+fn spawn(bin: &Path, name: &str, dir: &Path, args: &[String]) -> Result<Child> {
+    let path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&path).map_err(io(path.display()))?;
+    let err = log.try_clone().map_err(io(path.display()))?;
     let mut cmd = Command::new(bin.join(name));
     cmd.args(args).stdout(log).stderr(err);
     die_with_parent(&mut cmd);
-    cmd.spawn().map_err(|e| format!("cannot start {name}: {e}"))
+    cmd.spawn().map_err(error::spawn(name))
 }
 
 /// A CA and the API server's certificate, valid for loopback, the Service
 /// IP (pods reach the API server there) and the nodes' addresses. Returns
 /// the CA's PEM file.
-fn certificates(dir: &Path, addresses: &[&str]) -> Result<PathBuf, String> {
-    let run = |args: &[&str]| -> Result<(), String> {
-        let out = Command::new("openssl").current_dir(dir).args(args).output().map_err(|e| e.to_string())?;
-        out.status.success().then_some(()).ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-    };
+fn certificates(dir: &Path, addresses: &[&str]) -> Result<PathBuf> {
+    let run =
+        |args: &[&str]| command::succeeded(Command::new("openssl").current_dir(dir).args(args)).map(drop);
     let mut names = vec![
         "DNS:kubernetes".to_owned(),
         "DNS:kubernetes.default".to_owned(),
@@ -143,8 +140,8 @@ fn certificates(dir: &Path, addresses: &[&str]) -> Result<PathBuf, String> {
         "-subj",
         "/CN=kube-apiserver",
     ])?;
-    std::fs::write(dir.join("san.ext"), format!("subjectAltName={}\n", names.join(",")))
-        .map_err(|e| e.to_string())?;
+    let ext = dir.join("san.ext");
+    std::fs::write(&ext, format!("subjectAltName={}\n", names.join(","))).map_err(io(ext.display()))?;
     run(&[
         "x509",
         "-req",
@@ -168,7 +165,7 @@ fn certificates(dir: &Path, addresses: &[&str]) -> Result<PathBuf, String> {
 impl ControlPlane {
     /// Starts everything and registers `nodes` (name, address), which a
     /// fake kubelet runs.
-    pub fn start(nodes: &[(&str, &str)]) -> Result<ControlPlane, String> {
+    pub fn start(nodes: &[(&str, &str)]) -> Result<ControlPlane> {
         let mut cp = Self::start_with(&[], &[])?;
         for (name, address) in nodes {
             let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name,
@@ -184,7 +181,7 @@ impl ControlPlane {
     /// each gets a token as `system:node:NAME`, and the API server's
     /// certificate is valid for their addresses, where `crate::node` makes
     /// the API server reachable.
-    pub fn for_kubelets(nodes: &[(&str, &str)]) -> Result<ControlPlane, String> {
+    pub fn for_kubelets(nodes: &[(&str, &str)]) -> Result<ControlPlane> {
         let addresses: Vec<&str> = nodes.iter().map(|(_, a)| *a).collect();
         let names: Vec<&str> = nodes.iter().map(|(n, _)| *n).collect();
         let cp = Self::start_with(&addresses, &names)?;
@@ -204,26 +201,20 @@ impl ControlPlane {
         Ok(cp)
     }
 
-    fn start_with(addresses: &[&str], kubelets: &[&str]) -> Result<ControlPlane, String> {
+    fn start_with(addresses: &[&str], kubelets: &[&str]) -> Result<ControlPlane> {
         let bin = binaries()?;
         let dir = std::env::temp_dir().join(format!("fct-controlplane-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&dir).map_err(io(dir.display()))?;
         let key = dir.join("sa.key");
-        let run = |cmd: &mut Command| -> Result<(), String> {
-            let out = cmd.output().map_err(|e| e.to_string())?;
-            out.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-        };
-        run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"))?;
+        command::succeeded(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"))?;
         let ca = certificates(&dir, addresses)?;
         let mut tokens = "admin-token,admin,admin-uid,system:masters\n".to_owned();
         for name in kubelets {
             tokens.push_str(&format!("{name}-token,system:node:{name},{name}-uid,system:nodes\n"));
         }
-        std::fs::write(dir.join("tokens.csv"), tokens).map_err(|e| e.to_string())?;
+        let csv = dir.join("tokens.csv");
+        std::fs::write(&csv, tokens).map_err(io(csv.display()))?;
 
         let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
         let etcd_url = format!("http://127.0.0.1:{client_port}");
@@ -319,22 +310,22 @@ impl ControlPlane {
 
     /// A kubeconfig for a kubelet registered with [`ControlPlane::for_kubelets`],
     /// reaching the API server at `server` and checking its certificate.
-    pub fn kubelet_kubeconfig(&self, node: &str, server: &str) -> Result<PathBuf, String> {
+    pub fn kubelet_kubeconfig(&self, node: &str, server: &str) -> Result<PathBuf> {
         let path = self.dir.join(format!("kubelet-{node}.kubeconfig"));
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: kubelet\n  user:\n    token: {node}-token\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: kubelet\ncurrent-context: local\n",
             self.ca.display()
         );
-        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text).map_err(io(path.display()))?;
         Ok(path)
     }
 
-    pub fn write_kubeconfig(&self, path: &Path, token: &str, namespace: &str) -> Result<(), String> {
+    pub fn write_kubeconfig(&self, path: &Path, token: &str, namespace: &str) -> Result<()> {
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: user\n    namespace: {namespace}\ncurrent-context: local\n",
             self.server
         );
-        std::fs::write(path, text).map_err(|e| e.to_string())
+        std::fs::write(path, text).map_err(io(path.display()))
     }
 
     /// kubectl as the admin.
@@ -358,7 +349,7 @@ impl ControlPlane {
             .unwrap_or_else(|e| panic!("kubectl: {e}"))
     }
 
-    pub fn apply(&self, manifest: &str) -> Result<(), String> {
+    pub fn apply(&self, manifest: &str) -> Result<()> {
         let mut child = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&self.admin)
@@ -367,16 +358,17 @@ impl ControlPlane {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| e.to_string())?;
+            .map_err(error::spawn("kubectl apply"))?;
         if let Some(mut stdin) = child.stdin.take() {
-            std::io::Write::write_all(&mut stdin, manifest.as_bytes()).map_err(|e| e.to_string())?;
+            std::io::Write::write_all(&mut stdin, manifest.as_bytes())
+                .map_err(io("kubectl apply's stdin"))?;
         }
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        out.status.success().then_some(()).ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = child.wait_with_output().map_err(io("kubectl apply"))?;
+        command::checked(out, "kubectl apply").map(drop)
     }
 
     /// A kubeconfig holding a real token of this service account.
-    pub fn service_account_kubeconfig(&self, namespace: &str, account: &str) -> Result<PathBuf, String> {
+    pub fn service_account_kubeconfig(&self, namespace: &str, account: &str) -> Result<PathBuf> {
         self.token_kubeconfig(namespace, account, &[], &format!("{namespace}-{account}"))
     }
 
@@ -387,13 +379,10 @@ impl ControlPlane {
         account: &str,
         extra: &[&str],
         name: &str,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf> {
         let mut args = vec!["-n", namespace, "create", "token", account, "--duration=1h"];
         args.extend_from_slice(extra);
-        let out = self.kubectl(&args);
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
+        let out = command::checked(self.kubectl(&args), "kubectl create token")?;
         let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let path = self.dir.join(format!("{name}.kubeconfig"));
         self.write_kubeconfig(&path, &token, namespace)?;
@@ -410,14 +399,11 @@ impl ControlPlane {
         account: &str,
         pod: &str,
         node: &str,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf> {
         let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": namespace},
             "spec": {"nodeName": node, "serviceAccountName": account, "automountServiceAccountToken": false,
                      "containers": [{"name": "agent", "image": "agent"}]}});
-        let out = self.create_as(&self.admin, &object);
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
+        command::checked(self.create_as(&self.admin, &object), &format!("kubectl create pod {pod}"))?;
         let uid = self.kubectl(&["-n", namespace, "get", "pod", pod, "-o", "jsonpath={.metadata.uid}"]);
         let uid = String::from_utf8_lossy(&uid.stdout).trim().to_owned();
         let (name, uid) = (format!("--bound-object-name={pod}"), format!("--bound-object-uid={uid}"));

@@ -5,6 +5,7 @@
 pub mod apiserver;
 pub mod command;
 pub mod controlplane;
+pub mod error;
 pub mod floor;
 pub mod hostport;
 pub mod image;

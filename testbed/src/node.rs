@@ -24,6 +24,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 
 use crate::controlplane::{ControlPlane, SERVICE_IP};
+use crate::error::{self, io, unexpected, Result};
 use crate::image::Built;
 use crate::netns::Netns;
 
@@ -88,8 +89,8 @@ fn cgroup_hierarchies() -> Vec<PathBuf> {
         .collect()
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(io(path.display()))
 }
 
 fn sysctl_path(key: &str) -> PathBuf {
@@ -139,7 +140,7 @@ fn remove_leftovers() {
 
 impl RealNode {
     /// Starts the node's daemons and waits until the node is Ready.
-    pub fn start(cp: &ControlPlane, spec: &NodeSpec) -> Result<RealNode, String> {
+    pub fn start(cp: &ControlPlane, spec: &NodeSpec) -> Result<RealNode> {
         remove_leftovers();
         let bin = crate::controlplane::binaries()?;
         let dir = std::env::temp_dir().join(format!("fct-node-{}-{}", spec.name, std::process::id()));
@@ -154,7 +155,7 @@ impl RealNode {
             "pki",
             "pods",
         ] {
-            std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(dir.join(sub)).map_err(io(dir.join(sub).display()))?;
         }
         let ns = Netns::new("knode");
         let cgroup = format!("fct-node-{}-{}", spec.name, std::process::id());
@@ -172,7 +173,7 @@ impl RealNode {
             client_address: spec.client_address.to_owned(),
             dir: dir.clone(),
             cni_bin: dir.join("cni/bin"),
-            holder: Command::new("true").spawn().map_err(|e| e.to_string())?,
+            holder: Command::new("true").spawn().map_err(error::spawn("true"))?,
             daemons: Vec::new(),
             cgroup,
             sysctls,
@@ -228,7 +229,7 @@ impl RealNode {
 
     /// The node's address on a link to the outside, where clients in their
     /// own namespaces reach its hostPorts; the route pods take to the API.
-    fn network(&self, spec: &NodeSpec) -> Result<(), String> {
+    fn network(&self, spec: &NodeSpec) -> Result<()> {
         let client = &self.client;
         self.ns.exec(&[
             "ip",
@@ -278,11 +279,11 @@ impl RealNode {
 
     /// A cgroup root of this node's own in every hierarchy: the kubelet's
     /// pods and the daemons (and so every shim and container) live below it.
-    fn cgroups(&self) -> Result<(), String> {
+    fn cgroups(&self) -> Result<()> {
         for hierarchy in cgroup_hierarchies() {
             for sub in ["", "daemons"] {
                 let path = hierarchy.join(&self.cgroup).join(sub);
-                std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                std::fs::create_dir_all(&path).map_err(io(path.display()))?;
                 // cgroup v1 cpusets start empty, and no task may join one.
                 for file in ["cpuset.cpus", "cpuset.mems"] {
                     if let Ok(value) = std::fs::read_to_string(hierarchy.join(file)) {
@@ -298,18 +299,18 @@ impl RealNode {
 
     /// Makes `portmap` in `dir` the node's portmap plugin, beside Debian's
     /// bridge, host-local and loopback. Takes effect at the next pod.
-    pub fn use_portmap(&self, dir: &Path) -> Result<(), String> {
+    pub fn use_portmap(&self, dir: &Path) -> Result<()> {
         for plugin in ["bridge", "host-local", "loopback", "portmap"] {
             let source =
                 if plugin == "portmap" { dir.join(plugin) } else { Path::new("/usr/lib/cni").join(plugin) };
             let link = self.cni_bin.join(plugin);
             let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(&source, &link).map_err(|e| format!("{}: {e}", link.display()))?;
+            std::os::unix::fs::symlink(&source, &link).map_err(io(link.display()))?;
         }
         Ok(())
     }
 
-    fn write_configs(&self, spec: &NodeSpec, ca: &Path) -> Result<(), String> {
+    fn write_configs(&self, spec: &NodeSpec, ca: &Path) -> Result<()> {
         let d = |p: &str| self.dir.join(p).display().to_string();
         let gateway = spec.pod_cidr.rsplit_once('.').map(|(net, _)| format!("{net}.1")).unwrap_or_default();
         let conflist = serde_json::json!({
@@ -408,7 +409,7 @@ nodeStatusReportFrequency: 10s
 
     /// The process that holds the node's private mount namespace (tmpfs
     /// over `/run`, `/var/lib` and `/var/log`) for the daemons to join.
-    fn spawn_holder(&self) -> Result<Child, String> {
+    fn spawn_holder(&self) -> Result<Child> {
         let script =
             "set -e; for d in /run /var/lib /var/log; do mount -t tmpfs -o mode=755 fct-node \"$d\"; done; \
                       echo ready; exec sleep infinity";
@@ -419,15 +420,15 @@ nodeStatusReportFrequency: 10s
             .stderr(Stdio::inherit());
         self.in_cgroup(&mut cmd);
         crate::controlplane::die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start the node's namespace holder: {e}"))?;
+        let mut child = cmd.spawn().map_err(error::spawn("the node's namespace holder"))?;
         let mut line = String::new();
         if let Some(out) = child.stdout.take() {
             std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
-                .map_err(|e| e.to_string())?;
+                .map_err(io("the node's namespace holder"))?;
         }
         if line.trim() != "ready" {
             let _ = child.kill();
-            return Err("the node's mount namespace could not be set up".to_owned());
+            return Err(unexpected("the node's mount namespace could not be set up"));
         }
         Ok(child)
     }
@@ -457,20 +458,21 @@ nodeStatusReportFrequency: 10s
 
     /// Runs a daemon in the node's network and mount namespaces and cgroup,
     /// its output in `<dir>/<name>.log`.
-    fn spawn_daemon(&self, name: &str, cmd: &mut Command) -> Result<Child, String> {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
+    fn spawn_daemon(&self, name: &str, cmd: &mut Command) -> Result<Child> {
+        let path = self.dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&path).map_err(io(path.display()))?;
+        let err = log.try_clone().map_err(io(path.display()))?;
         self.enter(cmd)?;
         self.in_cgroup(cmd);
         crate::controlplane::die_with_parent(cmd);
-        cmd.stdout(log).stderr(err).spawn().map_err(|e| format!("cannot start {name}: {e}"))
+        cmd.stdout(log).stderr(err).spawn().map_err(error::spawn(name))
     }
 
     /// Makes the command run in the node's network and mount namespaces.
-    pub fn enter(&self, cmd: &mut Command) -> Result<(), String> {
-        let net = self.ns.open().map_err(|e| e.to_string())?;
-        let mnt =
-            std::fs::File::open(format!("/proc/{}/ns/mnt", self.holder.id())).map_err(|e| e.to_string())?;
+    pub fn enter(&self, cmd: &mut Command) -> Result<()> {
+        let net = self.ns.open().map_err(io(self.ns.path()))?;
+        let mnt_path = format!("/proc/{}/ns/mnt", self.holder.id());
+        let mnt = std::fs::File::open(&mnt_path).map_err(io(&mnt_path))?;
         // SAFETY: setns only, on descriptors opened before fork; the child
         // is single-threaded, as joining a mount namespace requires.
         unsafe {
@@ -483,29 +485,26 @@ nodeStatusReportFrequency: 10s
     }
 
     /// `ctr` against the node's containerd, in the `k8s.io` namespace.
-    pub fn ctr(&self, args: &[&str]) -> Result<std::process::Output, String> {
+    pub fn ctr(&self, args: &[&str]) -> Result<std::process::Output> {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address").arg(&self.socket).args(["--namespace", "k8s.io"]).args(args);
         self.enter(&mut cmd)?;
-        cmd.output().map_err(|e| format!("ctr: {e}"))
+        cmd.output().map_err(error::spawn("ctr"))
     }
 
     /// Loads a built image into the node's containerd, as a registry push
     /// and pull would have: under its name and, as a pull by digest finds
     /// it, under `repository@digest`, the manifest unchanged (OCI archive).
-    pub fn import(&self, image: &Built) -> Result<(), String> {
+    pub fn import(&self, image: &Built) -> Result<()> {
         let archive = image.oci_archive.display().to_string();
         let repository = repository(&image.reference);
         let out = self.ctr(&["images", "import", "--digests", "--base-name", repository, &archive])?;
-        if !out.status.success() {
-            return Err(format!("ctr images import {archive}: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        Ok(())
+        crate::command::checked(out, &format!("ctr images import {archive}")).map(drop)
     }
 
     /// The manifest digest containerd holds for `reference`, as a user
     /// reads it from the registry they pushed to.
-    pub fn digest_of(&self, reference: &str) -> Result<String, String> {
+    pub fn digest_of(&self, reference: &str) -> Result<String> {
         let out = self.ctr(&["images", "ls", &format!("name=={reference}")])?;
         let out = crate::command::checked(out, "ctr images ls")?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -515,7 +514,7 @@ nodeStatusReportFrequency: 10s
                 (words.first() == Some(&reference)).then(|| words.get(2).map(|d| d.to_string()))?
             })
             .find(|d| d.starts_with("sha256:"))
-            .ok_or_else(|| format!("the node holds no image {reference}:\n{text}"))
+            .ok_or_else(|| unexpected(format!("the node holds no image {reference}:\n{text}")))
     }
 
     /// A container's log, as the kubelet wrote it (CRI format lines).
@@ -618,13 +617,13 @@ struct ApiProxy {
 }
 
 impl ApiProxy {
-    fn start(ns: &Netns, address: &str, upstream_port: u16) -> Result<ApiProxy, String> {
+    fn start(ns: &Netns, address: &str, upstream_port: u16) -> Result<ApiProxy> {
         let listen = format!("{address}:{API_PORT}");
         // A socket stays in the namespace it was made in: the listener is
         // the node's, the thread accepting on it and its upstream the host's.
         let listener = ns
             .within(|| TcpListener::bind(&listen).and_then(|l| l.set_nonblocking(true).map(|_| l)))
-            .map_err(|e| format!("bind {listen}: {e}"))?;
+            .map_err(io(format!("bind {listen}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
         let (flag, open) = (stop.clone(), streams.clone());

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::command::checked;
 use crate::controlplane::ControlPlane;
+use crate::error::{io, json, unexpected, Result};
 use crate::image::{self, Built, Image};
 use crate::node::RealNode;
 use crate::podwatch::PodWatch;
@@ -153,18 +154,14 @@ pub struct Story<'a> {
 }
 
 /// The directory holding CNI portmap at `version` (`debian`: the package's).
-pub fn portmap_dir(root: &Path, version: &str) -> Result<std::path::PathBuf, String> {
+pub fn portmap_dir(root: &Path, version: &str) -> Result<std::path::PathBuf> {
     if version == "debian" {
         return Ok("/usr/lib/cni".into());
     }
-    let out = Command::new("bash")
-        .arg(root.join("controlplane/portmap.sh"))
-        .arg(version)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| e.to_string())?;
-    let out = checked(out, &format!("controlplane/portmap.sh {version}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().into())
+    let out = crate::command::stdout(
+        Command::new("bash").arg(root.join("controlplane/portmap.sh")).arg(version).stderr(Stdio::inherit()),
+    )?;
+    Ok(String::from_utf8_lossy(&out).trim().into())
 }
 
 /// Where the test's image is "pushed": the README's Install step for an
@@ -176,7 +173,7 @@ pub const PUSHED_IMAGE: &str = "registry.test/flush-conntrack:dev";
 /// The images a node needs: the shipped one (the Dockerfile's build stage,
 /// then its final stage, stamped with the commit's time), the sandbox
 /// (pause) and the stand-in agent.
-pub fn images(root: &Path, work: &Path) -> Result<Vec<Built>, String> {
+pub fn images(root: &Path, work: &Path) -> Result<Vec<Built>> {
     let binary = crate::recipe::shipped_binary(root)?;
     let created = crate::recipe::source_date_epoch(root)?;
     let shipped = Image::from_dockerfile(&root.join("Dockerfile"), &binary, PUSHED_IMAGE, created)?
@@ -189,29 +186,34 @@ pub fn images(root: &Path, work: &Path) -> Result<Vec<Built>, String> {
 
 /// The `images:` entry the README's Install gives, between its
 /// `install-images` markers, with the placeholders filled in. Pure.
-pub fn install_images_entry(readme: &str, registry: &str, digest: &str) -> Result<String, String> {
+pub fn install_images_entry(readme: &str, registry: &str, digest: &str) -> Result<String> {
     let (_, after) = readme
         .split_once("<!-- install-images -->")
-        .ok_or("the README's Install has no `<!-- install-images -->` block")?;
-    let block = after.split_once("```yaml\n").ok_or("no yaml block after `install-images`")?.1;
-    let (block, _) = block.split_once("```").ok_or("the install-images block is not closed")?;
-    let hex = digest.strip_prefix("sha256:").ok_or_else(|| format!("{digest} is not a sha256 digest"))?;
+        .ok_or_else(|| unexpected("the README's Install has no `<!-- install-images -->` block"))?;
+    let block =
+        after.split_once("```yaml\n").ok_or_else(|| unexpected("no yaml block after `install-images`"))?.1;
+    let (block, _) =
+        block.split_once("```").ok_or_else(|| unexpected("the install-images block is not closed"))?;
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| unexpected(format!("{digest} is not a sha256 digest")))?;
     if !block.contains("REGISTRY") || !block.contains("sha256:DIGEST") {
-        return Err(format!("the install-images block names no REGISTRY or sha256:DIGEST:\n{block}"));
+        return Err(unexpected(format!(
+            "the install-images block names no REGISTRY or sha256:DIGEST:\n{block}"
+        )));
     }
     Ok(block.replace("REGISTRY", registry).replace("DIGEST", hex))
 }
 
-fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
-    for entry in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
-        let entry = entry.map_err(|e| e.to_string())?;
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(io(to.display()))?;
+    for entry in std::fs::read_dir(from).map_err(io(from.display()))? {
+        let entry = entry.map_err(io(from.display()))?;
         let path = entry.path();
         match path.is_dir() {
             true => copy_tree(&path, &to.join(entry.file_name()))?,
             false => {
-                std::fs::copy(&path, to.join(entry.file_name()))
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                std::fs::copy(&path, to.join(entry.file_name())).map_err(io(path.display()))?;
             }
         }
     }
@@ -223,33 +225,30 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
 /// kustomization with the pushed image's `digest`, nothing else edited,
 /// rendered by `kubectl kustomize`. Then, for the test alone, the stand-in
 /// agent image replaces statsd-exporter.
-pub fn rendered_overlay(root: &Path, digest: &str) -> Result<String, String> {
-    let readme = std::fs::read_to_string(root.join("README.md")).map_err(|e| format!("README.md: {e}"))?;
+pub fn rendered_overlay(root: &Path, digest: &str) -> Result<String> {
+    let readme = std::fs::read_to_string(root.join("README.md")).map_err(io("README.md"))?;
     let entry = install_images_entry(&readme, REGISTRY, digest)?;
     let copy = std::env::temp_dir().join(format!("fct-install-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&copy);
     copy_tree(&root.join("kustomize"), &copy.join("kustomize"))?;
     copy_tree(&root.join("jobs"), &copy.join("jobs"))?;
     let kustomization = copy.join("kustomize/overlays/statsd/kustomization.yaml");
-    let mut text = std::fs::read_to_string(&kustomization).map_err(|e| e.to_string())?;
+    let mut text = std::fs::read_to_string(&kustomization).map_err(io(kustomization.display()))?;
     text.push_str(&entry);
-    std::fs::write(&kustomization, text).map_err(|e| e.to_string())?;
-    let out = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(copy.join("kustomize/overlays/statsd"))
-        .output()
-        .map_err(|e| e.to_string());
+    std::fs::write(&kustomization, text).map_err(io(kustomization.display()))?;
+    let out = crate::command::stdout(
+        Command::new("kubectl").arg("kustomize").arg(copy.join("kustomize/overlays/statsd")),
+    );
     let _ = std::fs::remove_dir_all(&copy);
-    let out = checked(out?, "kubectl kustomize")?;
-    let yaml = String::from_utf8_lossy(&out.stdout).to_string();
+    let yaml = String::from_utf8_lossy(&out?).to_string();
     let pinned = format!("image: {REGISTRY}/flush-conntrack@{digest}");
     if yaml.contains("ghcr.io/flush-conntrack/") || !yaml.contains(&pinned) {
-        return Err(format!(
+        return Err(unexpected(format!(
             "the README's images: entry did not pin every flush-conntrack image to {pinned}"
-        ));
+        )));
     }
     if !yaml.contains("prom/statsd-exporter:") {
-        return Err("the overlay no longer names the statsd-exporter image".to_owned());
+        return Err(unexpected("the overlay no longer names the statsd-exporter image"));
     }
     let agent = yaml
         .lines()
@@ -261,11 +260,11 @@ pub fn rendered_overlay(root: &Path, digest: &str) -> Result<String, String> {
 
 impl<'a> Story<'a> {
     /// Installs the overlay, waits for the agent and starts the client.
-    pub fn install(cp: &'a ControlPlane, node: &'a RealNode, root: &Path) -> Result<Story<'a>, String> {
+    pub fn install(cp: &'a ControlPlane, node: &'a RealNode, root: &Path) -> Result<Story<'a>> {
         // As a user reads the digest of what they pushed from the registry.
         let digest = node.digest_of(PUSHED_IMAGE)?;
         let yaml = rendered_overlay(root, &digest)?;
-        cp.apply(&yaml).map_err(|e| format!("kubectl apply the statsd overlay: {e}"))?;
+        cp.apply(&yaml).map_err(|e| e.during("kubectl apply the statsd overlay"))?;
         // The scheduled sweep would repair, at its own time, what a case
         // must see stale; the story runs its sweeps by hand.
         checked(
@@ -284,7 +283,7 @@ impl<'a> Story<'a> {
             cp.kubectl(&["-n", AGENT_NAMESPACE, "get", "daemonset", "statsd", "-o", "json"]),
             "get the DaemonSet",
         )?;
-        let ds: Value = serde_json::from_slice(&ds.stdout).map_err(|e| e.to_string())?;
+        let ds: Value = serde_json::from_slice(&ds.stdout).map_err(json("the DaemonSet"))?;
         let hostname =
             std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned();
         let stream =
@@ -305,7 +304,7 @@ impl<'a> Story<'a> {
         for stream in [&story.stream, &story.loopback] {
             stream
                 .wait_for(&pod.responder, Duration::ZERO, Duration::from_secs(20))
-                .ok_or_else(|| format!("the agent {} never answered", pod.name))?;
+                .ok_or_else(|| unexpected(format!("the agent {} never answered", pod.name)))?;
         }
         Ok(story)
     }
@@ -336,7 +335,7 @@ impl<'a> Story<'a> {
     }
 
     /// Waits for a Running agent pod other than `old`.
-    fn wait_for_pod(&self, old: Option<&str>, timeout: Duration) -> Result<AgentPod, String> {
+    fn wait_for_pod(&self, old: Option<&str>, timeout: Duration) -> Result<AgentPod> {
         let deadline = Instant::now() + timeout;
         loop {
             for (name, ip, phase, deleting, host) in self.pods() {
@@ -345,7 +344,10 @@ impl<'a> Story<'a> {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("no new Running agent pod within {timeout:?}: {:?}", self.pods()));
+                return Err(unexpected(format!(
+                    "no new Running agent pod within {timeout:?}: {:?}",
+                    self.pods()
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -354,12 +356,12 @@ impl<'a> Story<'a> {
     /// Changes the DaemonSet to run as `agent` (a rollout, or a restart if
     /// nothing changes) and watches the replacement from outside, waiting at
     /// most `patience` after the new pod runs for it to answer.
-    pub fn roll(&mut self, agent: Agent, patience: Duration) -> Result<Rollout, String> {
+    pub fn roll(&mut self, agent: Agent, patience: Duration) -> Result<Rollout> {
         let current = self
             .pods()
             .into_iter()
             .find(|(_, ip, phase, deleting, _)| phase == "Running" && !deleting && !ip.is_empty())
-            .ok_or("no running agent pod to replace")?;
+            .ok_or_else(|| unexpected("no running agent pod to replace"))?;
         let old = self.agent_pod(&current.0, &current.1, current.4);
         let changed = agent != self.agent;
         let watch = PodWatch::start(self.cp.kubectl_command(), AGENT_NAMESPACE, SELECTOR, &old.name)?;
@@ -390,7 +392,7 @@ impl<'a> Story<'a> {
         let deadline = Instant::now() + Duration::from_secs(120);
         while running.is_none() {
             if Instant::now() > deadline {
-                return Err(format!("the new agent pod did not run: {:?}", self.pods()));
+                return Err(unexpected(format!("the new agent pod did not run: {:?}", self.pods())));
             }
             for (name, ip, phase, deleting, host) in self.pods() {
                 if name == old.name || deleting || ip.is_empty() {
@@ -405,7 +407,7 @@ impl<'a> Story<'a> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let new = new.ok_or("no new pod")?;
+        let new = new.ok_or_else(|| unexpected("no new pod"))?;
         // The veth is the sandbox's network, set up by the CNI plugins: more
         // precise than the pod's IP in the API, which lags by up to a second.
         // Host-network pods have none.
@@ -512,7 +514,7 @@ impl<'a> Story<'a> {
     /// `kubectl create job --from=cronjob/flush-conntrack-sweep`, waited
     /// for; returns when (stream time) it was created, its log and the
     /// Events on its pod.
-    pub fn sweep_once(&mut self) -> Result<(Duration, String, Vec<EventSeen>), String> {
+    pub fn sweep_once(&mut self) -> Result<(Duration, String, Vec<EventSeen>)> {
         self.sweeps += 1;
         let name = format!("sweep-by-hand-{}", self.sweeps);
         let started = self.stream.now();
@@ -725,14 +727,13 @@ impl Seen {
 }
 
 /// Plays the tour once. `portmap` gives each case's plugin directory.
-pub fn tour(story: &mut Story, portmap: impl Fn(&str) -> std::path::PathBuf) -> Result<Vec<Seen>, String> {
+pub fn tour(story: &mut Story, portmap: impl Fn(&str) -> std::path::PathBuf) -> Result<Vec<Seen>> {
     let mut seen = Vec::new();
     for case in TOUR {
         story.node.use_portmap(&portmap(case.portmap))?;
         let patience = if case.expect == Expect::Stale { 4 } else { 20 };
-        let rollout = story
-            .roll(case.agent, Duration::from_secs(patience))
-            .map_err(|e| format!("{}: {e}", case.name))?;
+        let rollout =
+            story.roll(case.agent, Duration::from_secs(patience)).map_err(|e| e.during(case.name))?;
         let sweep = match case.expect {
             Expect::Stale => {
                 let (at, log, events) = story.sweep_once()?;
