@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::link::{self, End};
 use crate::netns::Netns;
 use crate::table;
 use crate::tool;
@@ -100,24 +101,11 @@ impl Lab {
         node.exec(&["ip", "link", "add", "cni0", "type", "bridge"]);
         node.exec(&["ip", "addr", "add", &format!("{GATEWAY}/24"), "dev", "cni0"]);
         node.exec(&["ip", "link", "set", "cni0", "up"]);
-        node.exec(&[
-            "ip",
-            "link",
-            "add",
-            "host0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &client.name,
-        ]);
-        node.exec(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", "host0"]);
-        node.exec(&["ip", "link", "set", "host0", "up"]);
-        client.exec(&["ip", "addr", "add", &format!("{CLIENT_IP}/24"), "dev", "eth0"]);
-        client.exec(&["ip", "link", "set", "eth0", "up"]);
-        client.exec(&["ip", "route", "add", "default", "via", HOST_IP]);
+        link::veth(
+            End { ns: &node, name: "host0", address: Some(&format!("{HOST_IP}/24")) },
+            End { ns: &client, name: "eth0", address: Some(&format!("{CLIENT_IP}/24")) },
+        );
+        link::default_route(&client, HOST_IP);
         // The NAT base chain keeps conntrack active in the node for its whole
         // life, as kube-proxy's rules do on a real node.
         node.exec(&["nft", "add", "table", "ip", "hostport"]);
@@ -144,12 +132,12 @@ impl Lab {
         self.pods += 1;
         let ns = Netns::new("pod");
         let veth = format!("veth{}", self.pods);
-        self.node
-            .exec(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
-        self.node.exec(&["ip", "link", "set", &veth, "master", "cni0", "up"]);
-        ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        ns.exec(&["ip", "link", "set", "eth0", "up"]);
-        ns.exec(&["ip", "route", "add", "default", "via", GATEWAY]);
+        link::veth(
+            End { ns: &self.node, name: &veth, address: None },
+            End { ns: &ns, name: "eth0", address: Some(&format!("{ip}/24")) },
+        );
+        self.node.exec(&["ip", "link", "set", &veth, "master", "cni0"]);
+        link::default_route(&ns, GATEWAY);
         let receiver = receive(&ns);
         self.point_dnat_to(ip);
         Pod { ip, ns, receiver }

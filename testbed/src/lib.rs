@@ -9,6 +9,7 @@ pub mod error;
 pub mod floor;
 pub mod hostport;
 pub mod image;
+pub mod link;
 pub mod netns;
 pub mod node;
 pub mod podwatch;

@@ -26,6 +26,7 @@ use nix::sys::signal::Signal;
 use crate::controlplane::{ControlPlane, SERVICE_IP};
 use crate::error::{self, io, unexpected, Result};
 use crate::image::Built;
+use crate::link::{self, End};
 use crate::netns::Netns;
 
 /// The kubelet sets these host-wide; they are read before it starts and
@@ -231,24 +232,11 @@ impl RealNode {
     /// own namespaces reach its hostPorts; the route pods take to the API.
     fn network(&self, spec: &NodeSpec) -> Result<()> {
         let client = &self.client;
-        self.ns.exec(&[
-            "ip",
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &client.name,
-        ]);
-        self.ns.exec(&["ip", "addr", "add", &format!("{}/24", spec.address), "dev", "eth0"]);
-        self.ns.exec(&["ip", "link", "set", "eth0", "up"]);
-        client.exec(&["ip", "addr", "add", &format!("{}/24", spec.client_address), "dev", "eth0"]);
-        client.exec(&["ip", "link", "set", "eth0", "up"]);
-        client.exec(&["ip", "route", "add", "default", "via", spec.address]);
+        link::veth(
+            End { ns: &self.ns, name: "eth0", address: Some(&format!("{}/24", spec.address)) },
+            End { ns: client, name: "eth0", address: Some(&format!("{}/24", spec.client_address)) },
+        );
+        link::default_route(client, spec.address);
         // No kube-proxy here: the Service IP of the API server, as pods see
         // it, is translated to the proxy on the node's address.
         // Host-network pods need a route towards the Service range before
