@@ -15,6 +15,9 @@
 //! the Service IP and the nodes' address, a token per node); see
 //! `crate::node`.
 
+mod credentials;
+mod fake_kubelet;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -25,9 +28,6 @@ use std::time::{Duration, Instant};
 
 use crate::command;
 use crate::error::{self, io, Error, Result};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::Api;
 use serde_json::json;
 
 /// What the fake kubelet's flush pods report, as the real binary would.
@@ -98,68 +98,33 @@ fn spawn(bin: &Path, name: &str, dir: &Path, args: &[String]) -> Result<Child> {
     cmd.spawn().map_err(error::spawn(name))
 }
 
-/// A CA and the API server's certificate, valid for loopback, the Service
-/// IP (pods reach the API server there) and the nodes' addresses. Returns
-/// the CA's PEM file.
-fn certificates(dir: &Path, addresses: &[&str]) -> Result<PathBuf> {
-    let run =
-        |args: &[&str]| command::succeeded(Command::new("openssl").current_dir(dir).args(args)).map(drop);
-    let mut names = vec![
-        "DNS:kubernetes".to_owned(),
-        "DNS:kubernetes.default".to_owned(),
-        "DNS:kubernetes.default.svc".to_owned(),
-        "DNS:localhost".to_owned(),
-        "IP:127.0.0.1".to_owned(),
-        format!("IP:{SERVICE_IP}"),
-    ];
-    names.extend(addresses.iter().map(|a| format!("IP:{a}")));
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=flush-conntrack-test-ca",
-    ])?;
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "apiserver.key",
-        "-out",
-        "apiserver.csr",
-        "-subj",
-        "/CN=kube-apiserver",
-    ])?;
-    let ext = dir.join("san.ext");
-    std::fs::write(&ext, format!("subjectAltName={}\n", names.join(","))).map_err(io(ext.display()))?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "apiserver.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "apiserver.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ])?;
-    Ok(dir.join("ca.crt"))
+/// etcd on loopback; returns once it accepts connections.
+fn start_etcd(bin: &Path, dir: &Path, client_port: u16, peer_port: u16) -> Result<Child> {
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let mut etcd = spawn(
+        bin,
+        "etcd",
+        dir,
+        &[
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=default={peer_url}"),
+            "--log-level=warn".into(),
+        ],
+    )?;
+    let ready = wait_until("etcd", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", client_port)).is_ok()
+    });
+    if let Err(e) = ready {
+        let _ = etcd.kill();
+        let _ = etcd.wait();
+        return Err(e);
+    }
+    Ok(etcd)
 }
 
 impl ControlPlane {
@@ -173,7 +138,9 @@ impl ControlPlane {
                 "status": {"addresses": [{"type": "InternalIP", "address": address}]}});
             cp.apply(&node.to_string())?;
         }
-        cp.start_kubelet(nodes.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect());
+        let nodes = nodes.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect();
+        let fake = fake_kubelet::Shared { bound: cp.bound.clone(), failing: cp.failing.clone() };
+        cp.kubelet = Some(fake_kubelet::start(cp.admin.clone(), cp.stop.clone(), nodes, fake));
         Ok(cp)
     }
 
@@ -206,106 +173,94 @@ impl ControlPlane {
         let dir = std::env::temp_dir().join(format!("fct-controlplane-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(io(dir.display()))?;
-        let key = dir.join("sa.key");
-        command::succeeded(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"))?;
-        let ca = certificates(&dir, addresses)?;
-        let mut tokens = "admin-token,admin,admin-uid,system:masters\n".to_owned();
-        for name in kubelets {
-            tokens.push_str(&format!("{name}-token,system:node:{name},{name}-uid,system:nodes\n"));
-        }
-        let csv = dir.join("tokens.csv");
-        std::fs::write(&csv, tokens).map_err(io(csv.display()))?;
-
+        let ca = credentials::write(&dir, addresses, kubelets)?;
         let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
-        let etcd_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let d = |p: &str| dir.join(p).display().to_string();
-        let mut children = Vec::new();
-        children.push(spawn(
-            &bin,
-            "etcd",
-            &dir,
-            &[
-                format!("--data-dir={}", d("etcd")),
-                format!("--listen-client-urls={etcd_url}"),
-                format!("--advertise-client-urls={etcd_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster=default={peer_url}"),
-                "--log-level=warn".into(),
-            ],
-        )?);
+        let etcd = start_etcd(&bin, &dir, client_port, peer_port)?;
         let mut cp = ControlPlane {
             dir: dir.clone(),
             server: format!("https://127.0.0.1:{api_port}"),
             admin: dir.join("admin.kubeconfig"),
             port: api_port,
             ca,
-            children,
+            children: vec![etcd],
             stop: Arc::new(AtomicBool::new(false)),
             kubelet: None,
             bound: Arc::new(Mutex::new(Vec::new())),
             failing: Arc::new(Mutex::new(Vec::new())),
         };
-        wait_until("etcd", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", client_port)).is_ok()
-        })?;
-        cp.children.push(spawn(
-            &bin,
+        cp.start_apiserver(&bin, client_port)?;
+        cp.start_controller_manager(&bin, !kubelets.is_empty())?;
+        Ok(cp)
+    }
+
+    /// kube-apiserver on `self.port`, storing in the etcd on `etcd_port`;
+    /// returns once it is ready.
+    fn start_apiserver(&mut self, bin: &Path, etcd_port: u16) -> Result<()> {
+        let d = |p: &str| self.dir.join(p).display().to_string();
+        let key = d("sa.key");
+        let apiserver = spawn(
+            bin,
             "kube-apiserver",
-            &dir,
+            &self.dir,
             &[
-                format!("--etcd-servers={etcd_url}"),
+                format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={api_port}"),
+                format!("--secure-port={}", self.port),
                 format!("--tls-cert-file={}", d("apiserver.crt")),
                 format!("--tls-private-key-file={}", d("apiserver.key")),
                 format!("--token-auth-file={}", d("tokens.csv")),
                 "--authorization-mode=Node,RBAC".into(),
                 "--service-account-issuer=https://kubernetes.default.svc".into(),
-                format!("--service-account-key-file={}", key.display()),
-                format!("--service-account-signing-key-file={}", key.display()),
+                format!("--service-account-key-file={key}"),
+                format!("--service-account-signing-key-file={key}"),
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--allow-privileged=true".into(),
                 "--enable-priority-and-fairness=false".into(),
             ],
-        )?);
-        cp.write_kubeconfig(&cp.admin.clone(), "admin-token", "default")?;
+        )?;
+        self.children.push(apiserver);
+        self.write_kubeconfig(&self.admin, "admin-token", "default")?;
         wait_until("kube-apiserver", Duration::from_secs(90), || {
-            cp.kubectl(&["get", "--raw", "/readyz"]).status.success()
-        })?;
+            self.kubectl(&["get", "--raw", "/readyz"]).status.success()
+        })
+    }
+
+    /// kube-controller-manager with the controllers the tests rely on, and
+    /// those real kubelets need `for_kubelets`; returns once the default
+    /// service account exists.
+    fn start_controller_manager(&mut self, bin: &Path, for_kubelets: bool) -> Result<()> {
         let mut controllers =
             "job-controller,cronjob-controller,garbage-collector-controller,serviceaccount-controller,\
              resourcequota-controller"
                 .to_owned();
-        if !kubelets.is_empty() {
+        if for_kubelets {
             controllers.push_str(
                 ",daemonset-controller,node-lifecycle-controller,root-ca-certificate-publisher-controller,\
                  ttl-after-finished-controller,taint-eviction-controller",
             );
         }
-        cp.children.push(spawn(
-            &bin,
+        let manager = spawn(
+            bin,
             "kube-controller-manager",
-            &dir,
+            &self.dir,
             &[
-                format!("--kubeconfig={}", cp.admin.display()),
+                format!("--kubeconfig={}", self.admin.display()),
                 // Each controller as its own service account, as kubeadm
                 // and managed clusters run them: admission sees
                 // system:serviceaccount:kube-system:cronjob-controller.
                 "--use-service-account-credentials=true".into(),
                 format!("--controllers={controllers}"),
-                format!("--root-ca-file={}", cp.ca.display()),
+                format!("--root-ca-file={}", self.ca.display()),
                 "--leader-elect=false".into(),
                 "--bind-address=127.0.0.1".into(),
                 "--secure-port=0".into(),
             ],
-        )?);
+        )?;
+        self.children.push(manager);
         wait_until("the default service account", Duration::from_secs(60), || {
-            cp.kubectl(&["-n", "default", "get", "serviceaccount", "default"]).status.success()
-        })?;
-        Ok(cp)
+            self.kubectl(&["-n", "default", "get", "serviceaccount", "default"]).status.success()
+        })
     }
 
     /// A kubeconfig for a kubelet registered with [`ControlPlane::for_kubelets`],
@@ -429,113 +384,6 @@ impl ControlPlane {
             .find(|(p, _)| p.starts_with(&format!("{namespace}/{pod_prefix}")))
             .map(|(_, n)| n.clone())
     }
-
-    fn start_kubelet(&mut self, nodes: Vec<(String, String)>) {
-        let (admin, stop, bound) = (self.admin.clone(), self.stop.clone(), self.bound.clone());
-        let failing = self.failing.clone();
-        self.kubelet = Some(std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            runtime.block_on(async move {
-                let Ok(kubeconfig) = kube::config::Kubeconfig::read_from(&admin) else { return };
-                let options = kube::config::KubeConfigOptions::default();
-                let Ok(config) = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await else {
-                    return;
-                };
-                let Ok(client) = kube::Client::try_from(config) else { return };
-                while !stop.load(Ordering::Relaxed) {
-                    let _ = kubelet_pass(&client, &nodes, &bound, &failing).await;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            });
-        }));
-    }
-}
-
-/// The node a pod's required node affinity pins it to.
-fn pinned_node(pod: &Pod) -> Option<String> {
-    let terms = &pod.spec.as_ref()?.affinity.as_ref()?.node_affinity.as_ref()?;
-    let required = terms.required_during_scheduling_ignored_during_execution.as_ref()?;
-    required.node_selector_terms.iter().find_map(|t| {
-        t.match_fields.iter().flatten().find_map(|f| {
-            (f.key == "metadata.name" && f.operator == "In")
-                .then(|| f.values.as_ref()?.first().cloned())
-                .flatten()
-        })
-    })
-}
-
-async fn kubelet_pass(
-    client: &kube::Client,
-    nodes: &[(String, String)],
-    bound: &Mutex<Vec<(String, String)>>,
-    failing: &Mutex<Vec<String>>,
-) -> Result<(), kube::Error> {
-    let all: Api<Pod> = Api::all(client.clone());
-    for pod in all.list(&ListParams::default()).await?.items {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let spec = pod.spec.clone().unwrap_or_default();
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-        match spec.node_name.clone() {
-            None => {
-                // The scheduler's part: only where the pod is pinned.
-                let Some(node) = pinned_node(&pod).filter(|n| nodes.iter().any(|(name, _)| name == n)) else {
-                    continue;
-                };
-                let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-                                     "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-                let _: serde_json::Value =
-                    pods.create_subresource("binding", &name, &PostParams::default(), &binding).await?;
-                if let Ok(mut b) = bound.lock() {
-                    b.push((format!("{ns}/{name}"), node));
-                }
-            }
-            Some(node) if phase == "Pending" || phase.is_empty() => {
-                let address =
-                    nodes.iter().find(|(n, _)| *n == node).map(|(_, a)| a.clone()).unwrap_or_default();
-                let container =
-                    spec.containers.first().map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()));
-                let (cname, image) = container.unwrap_or_default();
-                let is_job = pod
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .is_some_and(|l| l.contains_key("batch.kubernetes.io/job-name"));
-                // Pods in the pod network are dual-stack, as on a dual-stack node.
-                let (pod_ip, pod_ips) = if spec.host_network == Some(true) {
-                    (address.clone(), json!([{"ip": address}]))
-                } else {
-                    let (v4, v6) =
-                        (format!("10.244.{}.9", node.len()), format!("fd00:10:244:{}::9", node.len()));
-                    (v4.clone(), json!([{"ip": v4}, {"ip": v6}]))
-                };
-                let fails = failing.lock().is_ok_and(|f| f.contains(&node));
-                let status = if is_job && fails {
-                    json!({"phase": "Failed", "hostIP": address, "podIP": pod_ip, "containerStatuses": [{
-                        "name": cname, "image": image, "imageID": "", "ready": false, "restartCount": 0,
-                        "state": {"terminated": {"exitCode": 3, "reason": "Error",
-                            "message": "no permission over the network namespace (EPERM)"}}}]})
-                } else if is_job {
-                    json!({"phase": "Succeeded", "hostIP": address, "podIP": pod_ip, "containerStatuses": [{
-                        "name": cname, "image": image, "imageID": "", "ready": false, "restartCount": 0,
-                        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": SUMMARY}}}]})
-                } else {
-                    json!({"phase": "Running", "hostIP": address, "podIP": pod_ip, "podIPs": pod_ips,
-                        "startTime": k8s_openapi::jiff::Timestamp::now().to_string(),
-                        "containerStatuses": [{"name": cname, "image": image, "imageID": "", "ready": true,
-                        "restartCount": 0, "started": true, "state": {"running": {}}}]})
-                };
-                let _: Pod = pods
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
-                    .await?;
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
 }
 
 impl Drop for ControlPlane {
