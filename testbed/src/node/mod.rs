@@ -11,17 +11,19 @@
 //! global sysctls the kubelet sets, and the cgroups it and runc create
 //! (under a cgroup root of this node's own, every process in it killed).
 
-use std::net::{TcpListener, TcpStream};
+mod cgroup;
+mod config;
+mod proxy;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sched::CloneFlags;
-use nix::sys::signal::Signal;
+
+use self::cgroup::cgroup_hierarchies;
+use self::proxy::ApiProxy;
 
 use crate::controlplane::{ControlPlane, SERVICE_IP};
 use crate::error::{self, io, unexpected, Result};
@@ -78,72 +80,31 @@ pub struct RealNode {
     socket: PathBuf,
 }
 
-fn cgroup_hierarchies() -> Vec<PathBuf> {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return Vec::new() };
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let fields: Vec<&str> = l.split_whitespace().collect();
-            (fields.len() > 2 && (fields[2] == "cgroup" || fields[2] == "cgroup2"))
-                .then(|| PathBuf::from(fields[1]))
-        })
-        .collect()
-}
-
-fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(io(path.display()))
-}
-
 fn sysctl_path(key: &str) -> PathBuf {
     Path::new("/proc/sys").join(key)
-}
-
-fn alive(pid: &str) -> bool {
-    Path::new("/proc").join(pid).exists()
-}
-
-/// What a node of a run that was killed (and so never dropped) left: its
-/// processes and cgroups, and its network namespaces, found by the pid in
-/// their names.
-fn remove_leftovers() {
-    for hierarchy in cgroup_hierarchies() {
-        let Ok(entries) = std::fs::read_dir(&hierarchy) else { continue };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix("fct-node-").and_then(|n| n.rsplit('-').next()) else {
-                continue;
-            };
-            if alive(pid) {
-                continue;
-            }
-            for _ in 0..50 {
-                let pids = procs_below(&entry.path());
-                if pids.is_empty() {
-                    break;
-                }
-                pids.iter().for_each(|p| crate::process::signal(*p, Signal::SIGKILL));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            remove_cgroups(&entry.path());
-        }
-    }
-    let Ok(namespaces) = std::fs::read_dir("/run/netns") else { return };
-    for ns in namespaces.flatten() {
-        let name = ns.file_name().to_string_lossy().into_owned();
-        let parts: Vec<&str> = name.split('-').collect();
-        if let ["fct", "knode" | "kclient", pid, _] = parts.as_slice() {
-            if !alive(pid) {
-                let _ = Command::new("ip").args(["netns", "del", &name]).output();
-            }
-        }
-    }
 }
 
 impl RealNode {
     /// Starts the node's daemons and waits until the node is Ready.
     pub fn start(cp: &ControlPlane, spec: &NodeSpec) -> Result<RealNode> {
-        remove_leftovers();
+        cgroup::remove_leftovers();
         let bin = crate::controlplane::binaries()?;
+        let mut node = RealNode::prepare(spec)?;
+        node.network(spec)?;
+        cgroup::create(&node.cgroup)?;
+        node.use_portmap(spec.portmap)?;
+        node.write_configs(spec, &cp.ca)?;
+        node.holder = node.spawn_holder()?;
+        node.proxy = Some(ApiProxy::start(&node.ns, spec.address, cp.port)?);
+        node.start_containerd()?;
+        node.start_kubelet(cp, spec, &bin)?;
+        node.wait_ready(cp)?;
+        Ok(node)
+    }
+
+    /// The node's directories, namespaces and the host's sysctls as they
+    /// are before the kubelet changes them; nothing runs yet.
+    fn prepare(spec: &NodeSpec) -> Result<RealNode> {
         let dir = std::env::temp_dir().join(format!("fct-node-{}-{}", spec.name, std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for sub in [
@@ -158,46 +119,43 @@ impl RealNode {
         ] {
             std::fs::create_dir_all(dir.join(sub)).map_err(io(dir.join(sub).display()))?;
         }
-        let ns = Netns::new("knode");
-        let cgroup = format!("fct-node-{}-{}", spec.name, std::process::id());
         let sysctls = KUBELET_SYSCTLS
             .iter()
             .filter_map(|k| {
                 Some((k.to_string(), std::fs::read_to_string(sysctl_path(k)).ok()?.trim().to_owned()))
             })
             .collect();
-        let mut node = RealNode {
+        Ok(RealNode {
             name: spec.name.to_owned(),
             address: spec.address.to_owned(),
-            ns,
+            ns: Netns::new("knode"),
             client: Netns::new("kclient"),
             client_address: spec.client_address.to_owned(),
             dir: dir.clone(),
             cni_bin: dir.join("cni/bin"),
             holder: Command::new("true").spawn().map_err(error::spawn("true"))?,
             daemons: Vec::new(),
-            cgroup,
+            cgroup: format!("fct-node-{}-{}", spec.name, std::process::id()),
             sysctls,
             proxy: None,
             socket: dir.join("containerd.sock"),
-        };
-        node.network(spec)?;
-        node.cgroups()?;
-        node.use_portmap(spec.portmap)?;
-        node.write_configs(spec, &cp.ca)?;
-        node.holder = node.spawn_holder()?;
-        node.proxy = Some(ApiProxy::start(&node.ns, spec.address, cp.port)?);
+        })
+    }
 
-        let containerd = node.spawn_daemon(
-            "containerd",
-            Command::new("containerd").arg("--config").arg(dir.join("containerd.toml")),
-        )?;
-        node.daemons.push(containerd);
+    fn start_containerd(&mut self) -> Result<()> {
+        let config = self.dir.join("containerd.toml");
+        let containerd =
+            self.spawn_daemon("containerd", Command::new("containerd").arg("--config").arg(config))?;
+        self.daemons.push(containerd);
         crate::controlplane::wait_until("containerd", Duration::from_secs(30), || {
-            node.ctr(&["version"]).map(|o| o.status.success()).unwrap_or(false)
-        })?;
+            self.ctr(&["version"]).map(|o| o.status.success()).unwrap_or(false)
+        })
+    }
+
+    fn start_kubelet(&mut self, cp: &ControlPlane, spec: &NodeSpec, bin: &Path) -> Result<()> {
         let kubeconfig = cp.kubelet_kubeconfig(spec.name, &format!("https://{}:{API_PORT}", spec.address))?;
-        let kubelet = node.spawn_daemon(
+        let dir = &self.dir;
+        let kubelet = self.spawn_daemon(
             "kubelet",
             Command::new(bin.join("kubelet")).args([
                 format!("--config={}", dir.join("kubelet.yaml").display()),
@@ -209,23 +167,23 @@ impl RealNode {
                 "--v=1".to_owned(),
             ]),
         )?;
-        node.daemons.push(kubelet);
-        crate::controlplane::wait_until(
-            &format!("node {} Ready", spec.name),
-            Duration::from_secs(90),
-            || {
-                let out = cp.kubectl(&[
-                    "get",
-                    "node",
-                    spec.name,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.taints}",
-                ]);
-                let text = String::from_utf8_lossy(&out.stdout).to_string();
-                text.starts_with("True") && !text.contains("not-ready")
-            },
-        )?;
-        Ok(node)
+        self.daemons.push(kubelet);
+        Ok(())
+    }
+
+    /// Waits until the API server has the node Ready and untainted.
+    fn wait_ready(&self, cp: &ControlPlane) -> Result<()> {
+        crate::controlplane::wait_until(&format!("node {} Ready", self.name), Duration::from_secs(90), || {
+            let out = cp.kubectl(&[
+                "get",
+                "node",
+                &self.name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.taints}",
+            ]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.starts_with("True") && !text.contains("not-ready")
+        })
     }
 
     /// The node's address on a link to the outside, where clients in their
@@ -265,26 +223,6 @@ impl RealNode {
         Ok(())
     }
 
-    /// A cgroup root of this node's own in every hierarchy: the kubelet's
-    /// pods and the daemons (and so every shim and container) live below it.
-    fn cgroups(&self) -> Result<()> {
-        for hierarchy in cgroup_hierarchies() {
-            for sub in ["", "daemons"] {
-                let path = hierarchy.join(&self.cgroup).join(sub);
-                std::fs::create_dir_all(&path).map_err(io(path.display()))?;
-                // cgroup v1 cpusets start empty, and no task may join one.
-                for file in ["cpuset.cpus", "cpuset.mems"] {
-                    if let Ok(value) = std::fs::read_to_string(hierarchy.join(file)) {
-                        if path.join(file).exists() {
-                            write(&path.join(file), value.trim())?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Makes `portmap` in `dir` the node's portmap plugin, beside Debian's
     /// bridge, host-local and loopback. Takes effect at the next pod.
     pub fn use_portmap(&self, dir: &Path) -> Result<()> {
@@ -295,103 +233,6 @@ impl RealNode {
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(&source, &link).map_err(io(link.display()))?;
         }
-        Ok(())
-    }
-
-    fn write_configs(&self, spec: &NodeSpec, ca: &Path) -> Result<()> {
-        let d = |p: &str| self.dir.join(p).display().to_string();
-        let gateway = spec.pod_cidr.rsplit_once('.').map(|(net, _)| format!("{net}.1")).unwrap_or_default();
-        let conflist = serde_json::json!({
-            "cniVersion": "0.4.0",
-            "name": "fct-pods",
-            "plugins": [
-                {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-                 "ipam": {"type": "host-local", "dataDir": d("cni/ipam"),
-                          "ranges": [[{"subnet": spec.pod_cidr, "gateway": gateway}]],
-                          "routes": [{"dst": "0.0.0.0/0"}]}},
-                {"type": "portmap", "capabilities": {"portMappings": true}}
-            ]
-        });
-        write(&self.dir.join("cni/net.d/10-fct.conflist"), &conflist.to_string())?;
-        // The VM's bounding set lacks CAP_SYS_RESOURCE, so runc may not
-        // lower oom_score_adj: restrict_oom_score_adj keeps it where it is.
-        let containerd = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = "{socket}"
-[ttrpc]
-  address = "{socket}.ttrpc"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni_bin}"
-    conf_dir = "{cni_conf}"
-"#,
-            root = d("containerd/root"),
-            state = d("containerd/state"),
-            socket = self.socket.display(),
-            opt = d("containerd/opt"),
-            cni_bin = d("cni/bin"),
-            cni_conf = d("cni/net.d"),
-        );
-        write(&self.dir.join("containerd.toml"), &containerd)?;
-        // The sync period and image pulls are left at the kubelet's defaults
-        // (syncFrequency 1m, serializeImagePulls true), as clusters run them:
-        // both change when a pod's containers start, which the benchmark
-        // measures. fileCheckFrequency (static pods: none here) and
-        // nodeStatusReportFrequency (the node's status, not its pods') do not.
-        let kubelet = format!(
-            r#"apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-cgroupDriver: cgroupfs
-cgroupRoot: /{cgroup}
-failCgroupV1: false
-failSwapOn: false
-oomScoreAdj: 0
-containerRuntimeEndpoint: unix://{socket}
-podLogsDir: {pods}
-address: {address}
-readOnlyPort: 0
-healthzPort: 0
-authentication:
-  anonymous: {{enabled: false}}
-  webhook: {{enabled: false}}
-  x509: {{clientCAFile: {ca}}}
-authorization:
-  mode: AlwaysAllow
-resolvConf: /etc/resolv.conf
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard:
-  memory.available: 1Mi
-  nodefs.available: 1%
-  imagefs.available: 1%
-mergeDefaultEvictionSettings: false
-fileCheckFrequency: 5s
-nodeStatusReportFrequency: 10s
-"#,
-            cgroup = self.cgroup,
-            socket = self.socket.display(),
-            pods = d("pods"),
-            address = spec.address,
-            ca = ca.display(),
-        );
-        write(&self.dir.join("kubelet.yaml"), &kubelet)?;
         Ok(())
     }
 
@@ -533,57 +374,16 @@ nodeStatusReportFrequency: 10s
         while Instant::now() < deadline && self.daemons.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) {
             std::thread::sleep(Duration::from_millis(100));
         }
-        // Whatever is left below the node's cgroup (shims, containers,
-        // daemons that did not stop) is killed, until nothing is.
-        let hierarchies = cgroup_hierarchies();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let mut alive = 0;
-            for h in &hierarchies {
-                for pid in procs_below(&h.join(&self.cgroup)) {
-                    alive += 1;
-                    crate::process::signal(pid, Signal::SIGKILL);
-                }
-            }
-            if alive == 0 || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        cgroup::kill_below(&self.cgroup);
         for child in self.daemons.iter_mut().chain(std::iter::once(&mut self.holder)) {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for h in &hierarchies {
-            remove_cgroups(&h.join(&self.cgroup));
-        }
+        cgroup::remove(&self.cgroup);
         for (key, value) in &self.sysctls {
             let _ = std::fs::write(sysctl_path(key), value);
         }
     }
-}
-
-fn procs_below(cgroup: &Path) -> Vec<i32> {
-    let mut pids: Vec<i32> = std::fs::read_to_string(cgroup.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    if let Ok(children) = std::fs::read_dir(cgroup) {
-        for child in children.flatten().filter(|c| c.path().is_dir()) {
-            pids.extend(procs_below(&child.path()));
-        }
-    }
-    pids
-}
-
-fn remove_cgroups(cgroup: &Path) {
-    if let Ok(children) = std::fs::read_dir(cgroup) {
-        for child in children.flatten().filter(|c| c.path().is_dir()) {
-            remove_cgroups(&child.path());
-        }
-    }
-    let _ = std::fs::remove_dir(cgroup);
 }
 
 impl Drop for RealNode {
@@ -591,66 +391,6 @@ impl Drop for RealNode {
         self.stop();
         if std::env::var_os("FCT_KEEP_NODE_DIR").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// Forwards TCP from the node's address to the API server on the host's
-/// loopback: the listening socket is made inside the node's namespace and
-/// the upstream ones outside, so that no interface joins the two.
-struct ApiProxy {
-    stop: Arc<AtomicBool>,
-    streams: Arc<Mutex<Vec<TcpStream>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl ApiProxy {
-    fn start(ns: &Netns, address: &str, upstream_port: u16) -> Result<ApiProxy> {
-        let listen = format!("{address}:{API_PORT}");
-        // A socket stays in the namespace it was made in: the listener is
-        // the node's, the thread accepting on it and its upstream the host's.
-        let listener = ns
-            .within(|| TcpListener::bind(&listen).and_then(|l| l.set_nonblocking(true).map(|_| l)))
-            .map_err(io(format!("bind {listen}")))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-        let (flag, open) = (stop.clone(), streams.clone());
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                };
-                let _ = client.set_nonblocking(false);
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else { continue };
-                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else { continue };
-                if let Ok(mut all) = open.lock() {
-                    all.extend(client.try_clone().ok());
-                    all.extend(server.try_clone().ok());
-                }
-                std::thread::spawn(move || pipe(client, server));
-                std::thread::spawn(move || pipe(s2, c2));
-            }
-        });
-        Ok(ApiProxy { stop, streams, thread: Some(thread) })
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    let _ = std::io::copy(&mut from, &mut to);
-    let _ = to.shutdown(std::net::Shutdown::Write);
-}
-
-impl Drop for ApiProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Ok(all) = self.streams.lock() {
-            for s in all.iter() {
-                let _ = s.shutdown(std::net::Shutdown::Both);
-            }
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
