@@ -249,6 +249,37 @@ pub struct Healthy {
     pub window: Window,
 }
 
+/// Runs the tool on the node as the story does (with `KEEP_DNAT_TO` the
+/// new pod when `keep`), telling what it runs and what it said.
+fn flush(lab: &Lab, binary: &str, keep: bool, narrate: impl Fn(&str)) -> Output {
+    let mut env =
+        vec![("MODE", "flush"), ("TARGET_IP", HOST_IP), ("TARGET_PORT", "8125"), ("LOG_FORMAT", "text")];
+    if keep {
+        env.push(("KEEP_DNAT_TO", NEW_POD));
+    }
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    narrate(&format!("Running on the node: {} flush-conntrack", shown.join(" ")));
+    let tool = lab.run_tool(binary, &env);
+    for line in String::from_utf8_lossy(&tool.stderr).lines() {
+        narrate(&format!("  | {line}"));
+    }
+    tool
+}
+
+impl Healthy {
+    /// What the story tells of the kept flow.
+    fn told(&self) -> String {
+        format!(
+            "  the flow from port 40001, which started after the replacement, was kept: conntrack id {} -> {}, \
+             {} of {} datagrams delivered meanwhile",
+            self.id_before.map_or("none".into(), |i| i.to_string()),
+            self.id_after.map_or("none".into(), |i| i.to_string()),
+            self.window.received,
+            self.window.sent
+        )
+    }
+}
+
 /// The whole story: pod A receives, A is replaced by B, the client's flow
 /// stays pointed at A, the tool runs on the node, B receives. With `keep`,
 /// a second flow that started after the replacement already reaches B and
@@ -281,19 +312,9 @@ pub fn scenario(binary: &str, keep: bool, narrate: impl Fn(&str)) -> Outcome {
         entry_before.as_deref().unwrap_or("(none)")
     ));
 
-    let mut env =
-        vec![("MODE", "flush"), ("TARGET_IP", HOST_IP), ("TARGET_PORT", "8125"), ("LOG_FORMAT", "text")];
-    if keep {
-        env.push(("KEEP_DNAT_TO", NEW_POD));
-    }
     let healthy_start = healthy_flow.as_ref().map(|f| (f.sent(), new.received_from(f.sport)));
     let id_before = healthy_flow.as_ref().and_then(|f| lab.entry_id(f.sport));
-    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    narrate(&format!("Running on the node: {} flush-conntrack", shown.join(" ")));
-    let tool = lab.run_tool(binary, &env);
-    for line in String::from_utf8_lossy(&tool.stderr).lines() {
-        narrate(&format!("  | {line}"));
-    }
+    let tool = flush(&lab, binary, keep, &narrate);
 
     let after_flush = watch(&flow, &new);
     let entry_after = lab.entry_reply_src(40000);
@@ -310,14 +331,7 @@ pub fn scenario(binary: &str, keep: bool, narrate: impl Fn(&str)) -> Outcome {
             id_after: lab.entry_id(f.sport),
             window: Window { sent: f.sent() - sent0, received: new.received_from(f.sport) - received0 },
         };
-        narrate(&format!(
-            "  the flow from port 40001, which started after the replacement, was kept: conntrack id {} -> {}, \
-             {} of {} datagrams delivered meanwhile",
-            h.id_before.map_or("none".into(), |i| i.to_string()),
-            h.id_after.map_or("none".into(), |i| i.to_string()),
-            h.window.received,
-            h.window.sent
-        ));
+        narrate(&h.told());
         h
     });
     Outcome { before_replacement, stale, entry_before, tool, after_flush, entry_after, healthy }

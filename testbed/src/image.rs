@@ -161,6 +161,36 @@ pub struct Built {
     pub config: serde_json::Value,
 }
 
+/// What an OCI layout holds, as [`Built`] tells it.
+struct Layout {
+    digest: String,
+    config: serde_json::Value,
+    compressed_bytes: u64,
+    uncompressed_bytes: u64,
+}
+
+/// What the OCI layout at `layout` holds: its manifest's digest, its
+/// configuration and the size of its layers.
+fn read_layout(layout: &Path) -> Result<Layout> {
+    let index = read_json(&layout.join("index.json"))?;
+    let digest =
+        index["manifests"][0]["digest"].as_str().ok_or_else(|| unexpected("index.json has no manifest"))?;
+    let manifest = read_json(&blob(layout, digest))?;
+    let config = read_json(&blob(
+        layout,
+        manifest["config"]["digest"].as_str().ok_or_else(|| unexpected("no config"))?,
+    ))?;
+    let mut compressed_bytes = 0;
+    let mut uncompressed_bytes = 0;
+    for layer in manifest["layers"].as_array().into_iter().flatten() {
+        compressed_bytes += layer["size"].as_u64().ok_or_else(|| unexpected("a layer without a size"))?;
+        let digest = layer["digest"].as_str().ok_or_else(|| unexpected("a layer without a digest"))?;
+        let unpacked = stdout(Command::new("gzip").arg("-dc").arg(blob(layout, digest)))?;
+        uncompressed_bytes += unpacked.len() as u64;
+    }
+    Ok(Layout { digest: digest.to_owned(), config, compressed_bytes, uncompressed_bytes })
+}
+
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read(path).map_err(io(path.display()))?;
     serde_json::from_slice(&text).map_err(json(path.display()))
@@ -205,9 +235,34 @@ impl Image {
         std::fs::create_dir_all(work).map_err(io(work.display()))?;
         let layout = work.join("oci");
         let tagged = format!("{}:image", layout.display());
-        let created = rfc3339(self.created);
         stdout(Command::new("umoci").args(["init", "--layout"]).arg(&layout))?;
         stdout(Command::new("umoci").args(["new", "--image", &tagged]))?;
+        self.insert_files(work, &tagged)?;
+        self.configure(&tagged)?;
+        stdout(Command::new("umoci").args(["gc", "--layout"]).arg(&layout))?;
+        let read = read_layout(&layout)?;
+        let (archive, oci_archive) = (work.join("image.tar"), work.join("image-oci.tar"));
+        for (format, archive) in [("docker-archive", &archive), ("oci-archive", &oci_archive)] {
+            stdout(Command::new("skopeo").args(["copy", "--quiet", &format!("oci:{tagged}")]).arg(format!(
+                "{format}:{}:{}",
+                archive.display(),
+                self.reference
+            )))?;
+        }
+        Ok(Built {
+            reference: self.reference.clone(),
+            archive,
+            oci_archive,
+            digest: read.digest,
+            compressed_bytes: read.compressed_bytes,
+            uncompressed_bytes: read.uncompressed_bytes,
+            config: read.config,
+        })
+    }
+
+    /// One layer per file, each stamped with the image's time.
+    fn insert_files(&self, work: &Path, tagged: &str) -> Result<()> {
+        let created = rfc3339(self.created);
         let staged = work.join("files");
         for (n, (source, destination)) in self.files.iter().enumerate() {
             // The layer's tar headers carry the file's time: the copy gets
@@ -218,13 +273,19 @@ impl Image {
             stdout(Command::new("touch").arg("-d").arg(format!("@{}", self.created)).arg(&copy))?;
             stdout(
                 Command::new("umoci")
-                    .args(["insert", "--image", &tagged, "--history.created", &created])
+                    .args(["insert", "--image", tagged, "--history.created", &created])
                     .arg(&copy)
                     .arg(destination),
             )?;
         }
+        Ok(())
+    }
+
+    /// The entrypoint, user and labels, and the image's time.
+    fn configure(&self, tagged: &str) -> Result<()> {
+        let created = rfc3339(self.created);
         let mut config = Command::new("umoci");
-        config.args(["config", "--image", &tagged, "--created", &created, "--history.created", &created]);
+        config.args(["config", "--image", tagged, "--created", &created, "--history.created", &created]);
         config.arg("--config.entrypoint");
         config.arg(self.entrypoint.first().ok_or_else(|| unexpected("an image needs an entrypoint"))?);
         for arg in &self.entrypoint[1..] {
@@ -236,47 +297,7 @@ impl Image {
         for (key, value) in &self.labels {
             config.args(["--config.label", &format!("{key}={value}")]);
         }
-        stdout(&mut config)?;
-        stdout(Command::new("umoci").args(["gc", "--layout"]).arg(&layout))?;
-
-        let index = read_json(&layout.join("index.json"))?;
-        let manifest_digest = index["manifests"][0]["digest"]
-            .as_str()
-            .ok_or_else(|| unexpected("index.json has no manifest"))?;
-        let manifest = read_json(&blob(&layout, manifest_digest))?;
-        let config = read_json(&blob(
-            &layout,
-            manifest["config"]["digest"].as_str().ok_or_else(|| unexpected("no config"))?,
-        ))?;
-        let mut compressed_bytes = 0;
-        let mut uncompressed_bytes = 0;
-        for layer in manifest["layers"].as_array().into_iter().flatten() {
-            compressed_bytes += layer["size"].as_u64().ok_or_else(|| unexpected("a layer without a size"))?;
-            let digest = layer["digest"].as_str().ok_or_else(|| unexpected("a layer without a digest"))?;
-            let unpacked = stdout(Command::new("gzip").arg("-dc").arg(blob(&layout, digest)))?;
-            uncompressed_bytes += unpacked.len() as u64;
-        }
-        let archive = work.join("image.tar");
-        stdout(Command::new("skopeo").args(["copy", "--quiet", &format!("oci:{tagged}")]).arg(format!(
-            "docker-archive:{}:{}",
-            archive.display(),
-            self.reference
-        )))?;
-        let oci_archive = work.join("image-oci.tar");
-        stdout(Command::new("skopeo").args(["copy", "--quiet", &format!("oci:{tagged}")]).arg(format!(
-            "oci-archive:{}:{}",
-            oci_archive.display(),
-            self.reference
-        )))?;
-        Ok(Built {
-            reference: self.reference.clone(),
-            archive,
-            oci_archive,
-            digest: manifest_digest.to_owned(),
-            compressed_bytes,
-            uncompressed_bytes,
-            config,
-        })
+        stdout(&mut config).map(drop)
     }
 }
 

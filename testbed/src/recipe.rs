@@ -61,46 +61,50 @@ pub fn build_stage(dockerfile: &str) -> Result<BuildStage> {
             continue;
         }
         let Some(stage) = stage.as_mut() else { continue };
-        let step = match word.as_str() {
-            "ARG" => match rest.split_once('=') {
-                Some((name, default)) => {
-                    Step::Arg(name.to_owned(), Some(default.trim_matches('"').to_owned()))
-                }
-                None => Step::Arg(rest.to_owned(), None),
-            },
-            "ENV" => {
-                let (name, value) = rest
-                    .split_once('=')
-                    .ok_or_else(|| unexpected(format!("ENV must be `ENV NAME=value`: `{line}`")))?;
-                Step::Env(name.to_owned(), value.trim_matches('"').to_owned())
-            }
-            "WORKDIR" => Step::Workdir(rest.to_owned()),
-            "COPY" => {
-                let words: Vec<&str> = rest.split_whitespace().collect();
-                if words.len() < 2 || words.iter().any(|w| w.starts_with("--")) {
-                    return Err(unexpected(format!(
-                        "COPY must be `COPY SOURCE... DEST` from the context: `{line}`"
-                    )));
-                }
-                let (destination, sources) =
-                    words.split_last().ok_or_else(|| unexpected("COPY without words"))?;
-                Step::Copy(sources.iter().map(|s| s.to_string()).collect(), destination.to_string())
-            }
-            "RUN" => {
-                if rest.starts_with("--") || rest.starts_with('[') {
-                    return Err(unexpected(format!("RUN must be a plain shell command: `{line}`")));
-                }
-                Step::Run(rest.to_owned())
-            }
-            _ => {
-                return Err(unexpected(format!(
-                    "the recipe runner does not carry out `{word}` in the build stage: `{line}`"
-                )))
-            }
-        };
-        stage.steps.push(step);
+        stage.steps.push(step(&word, rest, line)?);
     }
     stage.ok_or_else(|| unexpected("the Dockerfile has no `FROM ... AS build` stage"))
+}
+
+/// One instruction of the build stage (`word` upper-cased, `rest` its
+/// arguments), refused unless the runner carries it out as docker would.
+fn step(word: &str, rest: &str, line: &str) -> Result<Step> {
+    let step = match word {
+        "ARG" => match rest.split_once('=') {
+            Some((name, default)) => Step::Arg(name.to_owned(), Some(default.trim_matches('"').to_owned())),
+            None => Step::Arg(rest.to_owned(), None),
+        },
+        "ENV" => {
+            let (name, value) = rest
+                .split_once('=')
+                .ok_or_else(|| unexpected(format!("ENV must be `ENV NAME=value`: `{line}`")))?;
+            Step::Env(name.to_owned(), value.trim_matches('"').to_owned())
+        }
+        "WORKDIR" => Step::Workdir(rest.to_owned()),
+        "COPY" => {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            if words.len() < 2 || words.iter().any(|w| w.starts_with("--")) {
+                return Err(unexpected(format!(
+                    "COPY must be `COPY SOURCE... DEST` from the context: `{line}`"
+                )));
+            }
+            let (destination, sources) =
+                words.split_last().ok_or_else(|| unexpected("COPY without words"))?;
+            Step::Copy(sources.iter().map(|s| s.to_string()).collect(), destination.to_string())
+        }
+        "RUN" => {
+            if rest.starts_with("--") || rest.starts_with('[') {
+                return Err(unexpected(format!("RUN must be a plain shell command: `{line}`")));
+            }
+            Step::Run(rest.to_owned())
+        }
+        _ => {
+            return Err(unexpected(format!(
+                "the recipe runner does not carry out `{word}` in the build stage: `{line}`"
+            )))
+        }
+    };
+    Ok(step)
 }
 
 /// The Rust release and Debian release a `rust:` image tag names, e.g.
@@ -220,8 +224,18 @@ pub fn build(root: &Path, stage_root: &Path) -> Result<()> {
     let stage = build_stage(&text)?;
     check_machine(&stage.base)?;
     let _one = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    // What buildx would pass: the platform's, and the commit's time.
-    let given: BTreeMap<String, String> = [
+    let mut builder =
+        Builder { root, stage_root, given: given_args(root)?, vars: machine_env(), workdir: "/".to_owned() };
+    for step in &stage.steps {
+        builder.step(step)?;
+    }
+    Ok(())
+}
+
+/// The build arguments buildx would pass: the platform's, and the
+/// commit's time.
+fn given_args(root: &Path) -> Result<BTreeMap<String, String>> {
+    Ok([
         ("TARGETARCH", "amd64".to_owned()),
         ("TARGETOS", "linux".to_owned()),
         ("TARGETPLATFORM", "linux/amd64".to_owned()),
@@ -229,85 +243,106 @@ pub fn build(root: &Path, stage_root: &Path) -> Result<()> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    // The machine's own environment, as the base image sets it: where the
-    // toolchain is, and nothing of the test's (no RUSTFLAGS, no CARGO_*).
-    let mut vars: BTreeMap<String, String> = ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME"]
+    .collect())
+}
+
+/// The machine's own environment, as the base image sets it: where the
+/// toolchain is, and nothing of the test's (no RUSTFLAGS, no CARGO_*).
+fn machine_env() -> BTreeMap<String, String> {
+    ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME"]
         .into_iter()
         .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?)))
-        .collect();
-    let mut workdir = "/".to_owned();
-    for step in &stage.steps {
+        .collect()
+}
+
+/// The build stage under way: its variables and working directory.
+struct Builder<'a> {
+    root: &'a Path,
+    stage_root: &'a Path,
+    given: BTreeMap<String, String>,
+    vars: BTreeMap<String, String>,
+    workdir: String,
+}
+
+impl Builder<'_> {
+    fn step(&mut self, step: &Step) -> Result<()> {
         match step {
             Step::Arg(name, default) => {
-                let value = given
+                let value = self
+                    .given
                     .get(name)
                     .cloned()
-                    .or_else(|| default.as_ref().map(|d| expand(d, &vars)))
+                    .or_else(|| default.as_ref().map(|d| expand(d, &self.vars)))
                     .ok_or_else(|| {
-                    unexpected(format!("the build stage's ARG {name} has no default and no value here"))
-                })?;
-                vars.insert(name.clone(), value);
+                        unexpected(format!("the build stage's ARG {name} has no default and no value here"))
+                    })?;
+                self.vars.insert(name.clone(), value);
             }
             Step::Env(name, value) => {
-                let value = expand(value, &vars);
-                vars.insert(name.clone(), value);
+                let value = expand(value, &self.vars);
+                self.vars.insert(name.clone(), value);
             }
             Step::Workdir(dir) => {
-                let dir = expand(dir, &vars);
-                workdir = if dir.starts_with('/') {
+                let dir = expand(dir, &self.vars);
+                self.workdir = if dir.starts_with('/') {
                     dir
                 } else {
-                    format!("{}/{dir}", workdir.trim_end_matches('/'))
+                    format!("{}/{dir}", self.workdir.trim_end_matches('/'))
                 };
-                let path = inside(stage_root, &workdir);
+                let path = inside(self.stage_root, &self.workdir);
                 std::fs::create_dir_all(&path).map_err(io(path.display()))?;
             }
-            Step::Copy(sources, destination) => {
-                let destination = expand(destination, &vars);
-                let base = match destination.starts_with('/') {
-                    true => destination.clone(),
-                    false => format!("{}/{destination}", workdir.trim_end_matches('/')),
-                };
-                for source in sources {
-                    let source = expand(source, &vars);
-                    let from = root.join(&source);
-                    // `COPY dir dest` copies the directory's contents into
-                    // dest; `COPY a b ./` puts a and b in the directory.
-                    let to = match (from.is_dir(), destination.ends_with('/')) {
-                        (false, true) => inside(stage_root, &base).join(
-                            from.file_name()
-                                .ok_or_else(|| unexpected(format!("COPY of `{source}`: no file name")))?,
-                        ),
-                        _ => inside(stage_root, &base),
-                    };
-                    sync(&from, &to)?;
-                }
-            }
-            Step::Run(command) => {
-                let cwd = inside(stage_root, &workdir);
-                let out = Command::new("sh")
-                    .args(["-c", command])
-                    .current_dir(&cwd)
-                    .env_clear()
-                    .envs(&vars)
-                    .env("PWD", &cwd)
-                    .output()
-                    .map_err(error::spawn(format!("the build stage's `RUN {command}`")))?;
-                if !out.status.success() {
-                    let said = String::from_utf8_lossy(&out.stderr);
-                    let tail: Vec<&str> = said.lines().rev().take(40).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    return Err(unexpected(format!(
-                        "the build stage's `RUN {command}` failed ({}):\n{}",
-                        out.status,
-                        tail.join("\n")
-                    )));
-                }
-            }
+            Step::Copy(sources, destination) => self.copy(sources, destination)?,
+            Step::Run(command) => self.run(command)?,
         }
+        Ok(())
     }
-    Ok(())
+
+    fn copy(&self, sources: &[String], destination: &str) -> Result<()> {
+        let destination = expand(destination, &self.vars);
+        let base = match destination.starts_with('/') {
+            true => destination.clone(),
+            false => format!("{}/{destination}", self.workdir.trim_end_matches('/')),
+        };
+        for source in sources {
+            let source = expand(source, &self.vars);
+            let from = self.root.join(&source);
+            // `COPY dir dest` copies the directory's contents into
+            // dest; `COPY a b ./` puts a and b in the directory.
+            let to = match (from.is_dir(), destination.ends_with('/')) {
+                (false, true) => inside(self.stage_root, &base).join(
+                    from.file_name()
+                        .ok_or_else(|| unexpected(format!("COPY of `{source}`: no file name")))?,
+                ),
+                _ => inside(self.stage_root, &base),
+            };
+            sync(&from, &to)?;
+        }
+        Ok(())
+    }
+
+    fn run(&self, command: &str) -> Result<()> {
+        let cwd = inside(self.stage_root, &self.workdir);
+        let out = Command::new("sh")
+            .args(["-c", command])
+            .current_dir(&cwd)
+            .env_clear()
+            .envs(&self.vars)
+            .env("PWD", &cwd)
+            .output()
+            .map_err(error::spawn(format!("the build stage's `RUN {command}`")))?;
+        if !out.status.success() {
+            let said = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = said.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(unexpected(format!(
+                "the build stage's `RUN {command}` failed ({}):\n{}",
+                out.status,
+                tail.join("\n")
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The binary the image ships, built by the Dockerfile's own build stage in

@@ -87,6 +87,26 @@ impl Kernel {
         script: &str,
         timeout: Duration,
     ) -> Result<String> {
+        let image = self.initramfs(work, files, script)?;
+        let console = work.join("console.log");
+        let status = self.boot(&image, &console, timeout)?;
+        let output = String::from_utf8_lossy(&std::fs::read(&console).map_err(io(console.display()))?)
+            .replace("\r\n", "\n");
+        if !output.contains("FCT-VM-DONE") {
+            return Err(unexpected(format!(
+                "the {} guest stopped ({status}) before its end:\n{output}",
+                self.release
+            )));
+        }
+        if let Some(line) = output.lines().find(|l| l.contains("FCT-VM-MODULE-FAILED")) {
+            return Err(unexpected(format!("a module did not load in the guest: {line}\n{output}")));
+        }
+        Ok(output)
+    }
+
+    /// The guest's initramfs: busybox, conntrack and its libraries, the
+    /// kernel's modules, `files`, and an init that runs `script`.
+    fn initramfs(&self, work: &Path, files: &[(PathBuf, &str)], script: &str) -> Result<PathBuf> {
         let tree = work.join("initramfs");
         let _ = std::fs::remove_dir_all(&tree);
         for dir in ["bin", "proc", "sys", "dev", "tmp", "lib/modules"] {
@@ -131,16 +151,20 @@ impl Kernel {
                 .arg("-c")
                 .arg(format!("find . | cpio -o -H newc --quiet | gzip -1 > {}", image.display())),
         )?;
+        Ok(image)
+    }
 
-        let console = work.join("console.log");
+    /// Boots the kernel on `image`, its console in `console`, and waits
+    /// for the guest to power off.
+    fn boot(&self, image: &Path, console: &Path, timeout: Duration) -> Result<std::process::ExitStatus> {
         let mut qemu = Command::new("qemu-system-x86_64");
         qemu.args(["-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-kernel"])
             .arg(self.vmlinuz())
             .arg("-initrd")
-            .arg(&image)
+            .arg(image)
             .args(["-append", "console=ttyS0 panic=-1 quiet"])
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&console).map_err(io(console.display()))?)
+            .stdout(std::fs::File::create(console).map_err(io(console.display()))?)
             .stderr(Stdio::inherit());
         // KVM where it works (nested virtualisation is often refused).
         if kvm_works() {
@@ -161,23 +185,12 @@ impl Kernel {
                 return Err(unexpected(format!(
                     "the {} guest did not finish within {timeout:?}; it printed:\n{}",
                     self.release,
-                    std::fs::read_to_string(&console).unwrap_or_default()
+                    std::fs::read_to_string(console).unwrap_or_default()
                 )));
             }
             std::thread::sleep(Duration::from_millis(200));
         };
-        let output = String::from_utf8_lossy(&std::fs::read(&console).map_err(io(console.display()))?)
-            .replace("\r\n", "\n");
-        if !output.contains("FCT-VM-DONE") {
-            return Err(unexpected(format!(
-                "the {} guest stopped ({status}) before its end:\n{output}",
-                self.release
-            )));
-        }
-        if let Some(line) = output.lines().find(|l| l.contains("FCT-VM-MODULE-FAILED")) {
-            return Err(unexpected(format!("a module did not load in the guest: {line}\n{output}")));
-        }
-        Ok(output)
+        Ok(status)
     }
 }
 
