@@ -15,6 +15,14 @@ pub fn ok(o: Output, what: &str) -> Output {
     o
 }
 
+/// Runs a command that must succeed (a test's assertion) and returns its
+/// output.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let what = format!("{cmd:?} failed");
+    ok(out, &what)
+}
+
 /// The output of a command that must have succeeded, or what it said.
 pub fn checked(o: Output, what: &str) -> Result<Output> {
     match o.status.success() {

@@ -9,6 +9,8 @@ use std::thread::JoinHandle;
 
 use nix::sched::CloneFlags;
 
+use crate::command;
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 pub struct Netns {
@@ -21,7 +23,7 @@ impl Netns {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("fct-{purpose}-{}-{n}", std::process::id());
         let ns = Netns { name };
-        run(Command::new("ip").args(["netns", "add", &ns.name]));
+        command::run(Command::new("ip").args(["netns", "add", &ns.name]));
         ns.exec(&["ip", "link", "set", "lo", "up"]);
         ns
     }
@@ -32,7 +34,7 @@ impl Netns {
 
     /// Runs a command inside the namespace and insists that it succeeds.
     pub fn exec(&self, argv: &[&str]) -> Output {
-        run(Command::new("ip").args(["netns", "exec", &self.name]).args(argv))
+        command::run(Command::new("ip").args(["netns", "exec", &self.name]).args(argv))
     }
 
     /// The namespace's file, to enter it later (a child before exec).
@@ -90,15 +92,4 @@ impl Drop for Netns {
 /// namespace `file` names; the one place the testbed calls `setns`.
 pub fn join(file: impl AsFd, kind: CloneFlags) -> io::Result<()> {
     nix::sched::setns(file, kind).map_err(io::Error::from)
-}
-
-pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }

@@ -13,7 +13,7 @@ use netlink_packet_netfilter::conntrack::{
 };
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
-use crate::netns::{run, Netns};
+use crate::netns::Netns;
 
 const CTA_ZONE: u16 = 18;
 
@@ -247,7 +247,7 @@ pub fn list(ns: &Netns) -> Vec<Listed> {
 
 /// Number of entries in the namespace's table, all families.
 pub fn count(ns: &Netns) -> usize {
-    let out = run(Command::new("ip").args(["netns", "exec", &ns.name, "conntrack", "-C"]));
+    let out = ns.exec(&["conntrack", "-C"]);
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("conntrack -C prints a number")
 }
 
@@ -295,7 +295,8 @@ pub fn clear(ns: &Netns) {
 
 /// How many entries `conntrack -L` shows with these filter arguments.
 pub fn count_listed(ns: &Netns, filter: &[&str]) -> usize {
-    let out = run(Command::new("ip").args(["netns", "exec", &ns.name, "conntrack", "-L"]).args(filter));
+    let argv: Vec<&str> = ["conntrack", "-L"].iter().chain(filter).copied().collect();
+    let out = ns.exec(&argv);
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("src=")).count()
 }
 
