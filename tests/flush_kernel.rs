@@ -408,21 +408,12 @@ fn deleting_an_entry_that_is_already_gone_counts_it_as_gone_not_failed() {
     let id = table::list(&ns)[0].id;
     // One entry that exists, one that never did, and the first one again.
     let batch = [dumped(40000, id), dumped(40001, 1), dumped(40000, id)];
-    let path = ns.path();
-    let (counts, failure) = std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = std::fs::File::open(&path).unwrap();
-            // SAFETY: a valid namespace fd; only this thread moves.
-            let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-            let mut deleter = Deleter::open().unwrap();
-            for e in &batch {
-                deleter.push(e).unwrap();
-            }
-            deleter.finish().unwrap()
-        })
-        .join()
-        .unwrap()
+    let (counts, failure) = ns.within(|| {
+        let mut deleter = Deleter::open().unwrap();
+        for e in &batch {
+            deleter.push(e).unwrap();
+        }
+        deleter.finish().unwrap()
     });
     assert!(failure.is_none(), "{failure:?}");
     assert_eq!(counts, DeleteCounts { deleted: 1, already_gone: 2, failed: 0 });

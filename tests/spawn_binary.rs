@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::CronJob;
 use testbed::apiserver::{Behaviour, Controller, FakeApi};
+use testbed::process::{self, Signal};
 use testbed::validate;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");
@@ -123,7 +124,7 @@ fn an_unreachable_api_exits_7_after_bounded_retries() {
 /// end the process at once with 143 and 130.
 #[test]
 fn a_signal_ends_the_wait_promptly() {
-    for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+    for (signal, code) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
         let c = Cluster::new(Behaviour { controller: Controller::Idle, ..Behaviour::default() });
         let child = c.command(&[("WAIT_TIMEOUT", "300")]).stderr(Stdio::piped()).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -131,8 +132,7 @@ fn a_signal_ends_the_wait_promptly() {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(300));
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, signal) };
+        process::signal(child.id() as i32, signal);
         let out = exited_within(child, Duration::from_secs(2));
         assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
         assert_eq!(c.api.jobs().len(), 1, "the Job was created before the signal");
@@ -170,8 +170,7 @@ fn a_sidecar_trigger_reports_and_stays_until_terminated() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(matches!(child.try_wait(), Ok(None)), "it stays after the outcome");
     assert_eq!(c.api.jobs().len(), 1, "one Job, not one per restart");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    process::terminate(&child);
     let status = exited_within(child, Duration::from_secs(5)).status;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(status.code(), Some(0), "{text}");

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::link::{self, End};
 use crate::netns::Netns;
 use crate::table;
 use crate::tool;
@@ -32,15 +33,12 @@ struct Worker {
 }
 
 impl Worker {
-    /// Runs `body` in a thread that first enters the namespace at `path`;
-    /// `body` returns when the flag it is given is set.
-    fn start(path: String, body: impl FnOnce(Arc<AtomicBool>) + Send + 'static) -> Worker {
+    /// Runs `body` in a thread inside `ns`; `body` returns when the flag it
+    /// is given is set.
+    fn start(ns: &Netns, body: impl FnOnce(Arc<AtomicBool>) + Send + 'static) -> Worker {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            enter(&path);
-            body(flag);
-        });
+        let thread = ns.spawn(move || body(flag));
         Worker { stop, thread: Some(thread) }
     }
 }
@@ -103,24 +101,11 @@ impl Lab {
         node.exec(&["ip", "link", "add", "cni0", "type", "bridge"]);
         node.exec(&["ip", "addr", "add", &format!("{GATEWAY}/24"), "dev", "cni0"]);
         node.exec(&["ip", "link", "set", "cni0", "up"]);
-        node.exec(&[
-            "ip",
-            "link",
-            "add",
-            "host0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &client.name,
-        ]);
-        node.exec(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", "host0"]);
-        node.exec(&["ip", "link", "set", "host0", "up"]);
-        client.exec(&["ip", "addr", "add", &format!("{CLIENT_IP}/24"), "dev", "eth0"]);
-        client.exec(&["ip", "link", "set", "eth0", "up"]);
-        client.exec(&["ip", "route", "add", "default", "via", HOST_IP]);
+        link::veth(
+            End { ns: &node, name: "host0", address: Some(&format!("{HOST_IP}/24")) },
+            End { ns: &client, name: "eth0", address: Some(&format!("{CLIENT_IP}/24")) },
+        );
+        link::default_route(&client, HOST_IP);
         // The NAT base chain keeps conntrack active in the node for its whole
         // life, as kube-proxy's rules do on a real node.
         node.exec(&["nft", "add", "table", "ip", "hostport"]);
@@ -147,12 +132,12 @@ impl Lab {
         self.pods += 1;
         let ns = Netns::new("pod");
         let veth = format!("veth{}", self.pods);
-        self.node
-            .exec(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
-        self.node.exec(&["ip", "link", "set", &veth, "master", "cni0", "up"]);
-        ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        ns.exec(&["ip", "link", "set", "eth0", "up"]);
-        ns.exec(&["ip", "route", "add", "default", "via", GATEWAY]);
+        link::veth(
+            End { ns: &self.node, name: &veth, address: None },
+            End { ns: &ns, name: "eth0", address: Some(&format!("{ip}/24")) },
+        );
+        self.node.exec(&["ip", "link", "set", &veth, "master", "cni0"]);
+        link::default_route(&ns, GATEWAY);
         let receiver = receive(&ns);
         self.point_dnat_to(ip);
         Pod { ip, ns, receiver }
@@ -168,7 +153,7 @@ impl Lab {
     pub fn start_flow(&self, sport: u16) -> Flow {
         let sent = Arc::new(AtomicU64::new(0));
         let counter = sent.clone();
-        let worker = Worker::start(self.client.path(), move |stop| {
+        let worker = Worker::start(&self.client, move |stop| {
             let socket = UdpSocket::bind((CLIENT_IP, sport)).expect("client binds its source port");
             while !stop.load(Ordering::Relaxed) {
                 if socket.send_to(b"requests:1|c", (HOST_IP, PORT)).is_ok() {
@@ -209,18 +194,11 @@ impl Default for Lab {
     }
 }
 
-fn enter(path: &str) {
-    let file = std::fs::File::open(path).expect("namespace exists");
-    // SAFETY: valid namespace fd; only this thread moves.
-    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-}
-
 fn receive(ns: &Netns) -> Receiver {
     let counts = Arc::new(Mutex::new(HashMap::new()));
     let tally = counts.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let worker = Worker::start(ns.path(), move |stop| {
+    let worker = Worker::start(ns, move |stop| {
         let socket = UdpSocket::bind(("0.0.0.0", PORT)).expect("pod binds :8125");
         socket.set_read_timeout(Some(Duration::from_millis(20))).expect("read timeout");
         let _ = ready_tx.send(());
@@ -271,6 +249,37 @@ pub struct Healthy {
     pub window: Window,
 }
 
+/// Runs the tool on the node as the story does (with `KEEP_DNAT_TO` the
+/// new pod when `keep`), telling what it runs and what it said.
+fn flush(lab: &Lab, binary: &str, keep: bool, narrate: impl Fn(&str)) -> Output {
+    let mut env =
+        vec![("MODE", "flush"), ("TARGET_IP", HOST_IP), ("TARGET_PORT", "8125"), ("LOG_FORMAT", "text")];
+    if keep {
+        env.push(("KEEP_DNAT_TO", NEW_POD));
+    }
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    narrate(&format!("Running on the node: {} flush-conntrack", shown.join(" ")));
+    let tool = lab.run_tool(binary, &env);
+    for line in String::from_utf8_lossy(&tool.stderr).lines() {
+        narrate(&format!("  | {line}"));
+    }
+    tool
+}
+
+impl Healthy {
+    /// What the story tells of the kept flow.
+    fn told(&self) -> String {
+        format!(
+            "  the flow from port 40001, which started after the replacement, was kept: conntrack id {} -> {}, \
+             {} of {} datagrams delivered meanwhile",
+            self.id_before.map_or("none".into(), |i| i.to_string()),
+            self.id_after.map_or("none".into(), |i| i.to_string()),
+            self.window.received,
+            self.window.sent
+        )
+    }
+}
+
 /// The whole story: pod A receives, A is replaced by B, the client's flow
 /// stays pointed at A, the tool runs on the node, B receives. With `keep`,
 /// a second flow that started after the replacement already reaches B and
@@ -303,19 +312,9 @@ pub fn scenario(binary: &str, keep: bool, narrate: impl Fn(&str)) -> Outcome {
         entry_before.as_deref().unwrap_or("(none)")
     ));
 
-    let mut env =
-        vec![("MODE", "flush"), ("TARGET_IP", HOST_IP), ("TARGET_PORT", "8125"), ("LOG_FORMAT", "text")];
-    if keep {
-        env.push(("KEEP_DNAT_TO", NEW_POD));
-    }
     let healthy_start = healthy_flow.as_ref().map(|f| (f.sent(), new.received_from(f.sport)));
     let id_before = healthy_flow.as_ref().and_then(|f| lab.entry_id(f.sport));
-    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    narrate(&format!("Running on the node: {} flush-conntrack", shown.join(" ")));
-    let tool = lab.run_tool(binary, &env);
-    for line in String::from_utf8_lossy(&tool.stderr).lines() {
-        narrate(&format!("  | {line}"));
-    }
+    let tool = flush(&lab, binary, keep, &narrate);
 
     let after_flush = watch(&flow, &new);
     let entry_after = lab.entry_reply_src(40000);
@@ -332,14 +331,7 @@ pub fn scenario(binary: &str, keep: bool, narrate: impl Fn(&str)) -> Outcome {
             id_after: lab.entry_id(f.sport),
             window: Window { sent: f.sent() - sent0, received: new.received_from(f.sport) - received0 },
         };
-        narrate(&format!(
-            "  the flow from port 40001, which started after the replacement, was kept: conntrack id {} -> {}, \
-             {} of {} datagrams delivered meanwhile",
-            h.id_before.map_or("none".into(), |i| i.to_string()),
-            h.id_after.map_or("none".into(), |i| i.to_string()),
-            h.window.received,
-            h.window.sent
-        ));
+        narrate(&h.told());
         h
     });
     Outcome { before_replacement, stale, entry_before, tool, after_flush, entry_after, healthy }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::command::stdout;
+use crate::error::{io, json, unexpected, Result};
 
 /// The final stage of a Dockerfile, as far as an image of one static binary
 /// needs: anything else in it is refused rather than silently ignored.
@@ -58,14 +59,15 @@ fn expand(text: &str, args: &HashMap<String, String>) -> String {
 }
 
 /// `key="value with spaces" other=plain`.
-fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+fn pairs(text: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut rest = text.trim();
     while !rest.is_empty() {
-        let (key, after) = rest.split_once('=').ok_or_else(|| format!("no `=` in `{rest}`"))?;
+        let (key, after) = rest.split_once('=').ok_or_else(|| unexpected(format!("no `=` in `{rest}`")))?;
         let (value, after) = match after.strip_prefix('"') {
             Some(quoted) => {
-                let end = quoted.find('"').ok_or_else(|| format!("unterminated quote in `{rest}`"))?;
+                let end =
+                    quoted.find('"').ok_or_else(|| unexpected(format!("unterminated quote in `{rest}`")))?;
                 (quoted[..end].to_owned(), &quoted[end + 1..])
             }
             None => {
@@ -79,12 +81,12 @@ fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-pub fn final_stage(dockerfile: &str) -> Result<FinalStage, String> {
+pub fn final_stage(dockerfile: &str) -> Result<FinalStage> {
     let lines = instructions(dockerfile);
     let start = lines
         .iter()
         .rposition(|l| l.to_ascii_uppercase().starts_with("FROM "))
-        .ok_or("the Dockerfile has no FROM")?;
+        .ok_or_else(|| unexpected("the Dockerfile has no FROM"))?;
     let base = lines[start][5..].split_whitespace().next().unwrap_or_default().to_owned();
     let mut stage =
         FinalStage { base, copies: Vec::new(), labels: Vec::new(), user: None, entrypoint: Vec::new() };
@@ -104,18 +106,22 @@ pub fn final_stage(dockerfile: &str) -> Result<FinalStage, String> {
                     [from, source, destination] if from.starts_with("--from=") => {
                         stage.copies.push((source.to_string(), destination.to_string()))
                     }
-                    _ => return Err(format!("COPY must be `COPY --from=STAGE SOURCE DEST`: `{line}`")),
+                    _ => {
+                        return Err(unexpected(format!(
+                            "COPY must be `COPY --from=STAGE SOURCE DEST`: `{line}`"
+                        )))
+                    }
                 }
             }
             "USER" => stage.user = Some(expand(rest, &args)),
             "ENTRYPOINT" => {
                 stage.entrypoint = serde_json::from_str(rest)
-                    .map_err(|e| format!("ENTRYPOINT must be a JSON array ({e}): `{line}`"))?
+                    .map_err(|e| unexpected(format!("ENTRYPOINT must be a JSON array ({e}): `{line}`")))?
             }
             _ => {
-                return Err(format!(
+                return Err(unexpected(format!(
                     "the image builder does not carry out `{word}` in the final stage: `{line}`"
-                ))
+                )))
             }
         }
     }
@@ -155,9 +161,39 @@ pub struct Built {
     pub config: serde_json::Value,
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value, String> {
-    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
+/// What an OCI layout holds, as [`Built`] tells it.
+struct Layout {
+    digest: String,
+    config: serde_json::Value,
+    compressed_bytes: u64,
+    uncompressed_bytes: u64,
+}
+
+/// What the OCI layout at `layout` holds: its manifest's digest, its
+/// configuration and the size of its layers.
+fn read_layout(layout: &Path) -> Result<Layout> {
+    let index = read_json(&layout.join("index.json"))?;
+    let digest =
+        index["manifests"][0]["digest"].as_str().ok_or_else(|| unexpected("index.json has no manifest"))?;
+    let manifest = read_json(&blob(layout, digest))?;
+    let config = read_json(&blob(
+        layout,
+        manifest["config"]["digest"].as_str().ok_or_else(|| unexpected("no config"))?,
+    ))?;
+    let mut compressed_bytes = 0;
+    let mut uncompressed_bytes = 0;
+    for layer in manifest["layers"].as_array().into_iter().flatten() {
+        compressed_bytes += layer["size"].as_u64().ok_or_else(|| unexpected("a layer without a size"))?;
+        let digest = layer["digest"].as_str().ok_or_else(|| unexpected("a layer without a digest"))?;
+        let unpacked = stdout(Command::new("gzip").arg("-dc").arg(blob(layout, digest)))?;
+        uncompressed_bytes += unpacked.len() as u64;
+    }
+    Ok(Layout { digest: digest.to_owned(), config, compressed_bytes, uncompressed_bytes })
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read(path).map_err(io(path.display()))?;
+    serde_json::from_slice(&text).map_err(json(path.display()))
 }
 
 fn blob(layout: &Path, digest: &str) -> PathBuf {
@@ -168,23 +204,20 @@ fn blob(layout: &Path, digest: &str) -> PathBuf {
 impl Image {
     /// The shipped image: the Dockerfile's final stage with `binary` as the
     /// file its `COPY` takes from the build stage, made at `created`.
-    pub fn from_dockerfile(
-        dockerfile: &Path,
-        binary: &Path,
-        reference: &str,
-        created: u64,
-    ) -> Result<Image, String> {
-        let text =
-            std::fs::read_to_string(dockerfile).map_err(|e| format!("{}: {e}", dockerfile.display()))?;
+    pub fn from_dockerfile(dockerfile: &Path, binary: &Path, reference: &str, created: u64) -> Result<Image> {
+        let text = std::fs::read_to_string(dockerfile).map_err(io(dockerfile.display()))?;
         let stage = final_stage(&text)?;
         if stage.base != "scratch" {
-            return Err(format!(
+            return Err(unexpected(format!(
                 "the final stage is FROM {}; only FROM scratch can be built here (no registry)",
                 stage.base
-            ));
+            )));
         }
         let [(_, destination)] = stage.copies.as_slice() else {
-            return Err(format!("the final stage must COPY exactly the binary, not {:?}", stage.copies));
+            return Err(unexpected(format!(
+                "the final stage must COPY exactly the binary, not {:?}",
+                stage.copies
+            )));
         };
         Ok(Image {
             reference: reference.to_owned(),
@@ -197,33 +230,64 @@ impl Image {
     }
 
     /// Builds the image in `work` (created, emptied first).
-    pub fn build(&self, work: &Path) -> Result<Built, String> {
+    pub fn build(&self, work: &Path) -> Result<Built> {
         let _ = std::fs::remove_dir_all(work);
-        std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(work).map_err(io(work.display()))?;
         let layout = work.join("oci");
         let tagged = format!("{}:image", layout.display());
-        let created = rfc3339(self.created);
         stdout(Command::new("umoci").args(["init", "--layout"]).arg(&layout))?;
         stdout(Command::new("umoci").args(["new", "--image", &tagged]))?;
+        self.insert_files(work, &tagged)?;
+        self.configure(&tagged)?;
+        stdout(Command::new("umoci").args(["gc", "--layout"]).arg(&layout))?;
+        let read = read_layout(&layout)?;
+        let (archive, oci_archive) = (work.join("image.tar"), work.join("image-oci.tar"));
+        for (format, archive) in [("docker-archive", &archive), ("oci-archive", &oci_archive)] {
+            stdout(Command::new("skopeo").args(["copy", "--quiet", &format!("oci:{tagged}")]).arg(format!(
+                "{format}:{}:{}",
+                archive.display(),
+                self.reference
+            )))?;
+        }
+        Ok(Built {
+            reference: self.reference.clone(),
+            archive,
+            oci_archive,
+            digest: read.digest,
+            compressed_bytes: read.compressed_bytes,
+            uncompressed_bytes: read.uncompressed_bytes,
+            config: read.config,
+        })
+    }
+
+    /// One layer per file, each stamped with the image's time.
+    fn insert_files(&self, work: &Path, tagged: &str) -> Result<()> {
+        let created = rfc3339(self.created);
         let staged = work.join("files");
         for (n, (source, destination)) in self.files.iter().enumerate() {
             // The layer's tar headers carry the file's time: the copy gets
             // the image's.
             let copy = staged.join(n.to_string());
-            std::fs::create_dir_all(&staged).map_err(|e| format!("{}: {e}", staged.display()))?;
-            std::fs::copy(source, &copy).map_err(|e| format!("{}: {e}", source.display()))?;
+            std::fs::create_dir_all(&staged).map_err(io(staged.display()))?;
+            std::fs::copy(source, &copy).map_err(io(source.display()))?;
             stdout(Command::new("touch").arg("-d").arg(format!("@{}", self.created)).arg(&copy))?;
             stdout(
                 Command::new("umoci")
-                    .args(["insert", "--image", &tagged, "--history.created", &created])
+                    .args(["insert", "--image", tagged, "--history.created", &created])
                     .arg(&copy)
                     .arg(destination),
             )?;
         }
+        Ok(())
+    }
+
+    /// The entrypoint, user and labels, and the image's time.
+    fn configure(&self, tagged: &str) -> Result<()> {
+        let created = rfc3339(self.created);
         let mut config = Command::new("umoci");
-        config.args(["config", "--image", &tagged, "--created", &created, "--history.created", &created]);
+        config.args(["config", "--image", tagged, "--created", &created, "--history.created", &created]);
         config.arg("--config.entrypoint");
-        config.arg(self.entrypoint.first().ok_or("an image needs an entrypoint")?);
+        config.arg(self.entrypoint.first().ok_or_else(|| unexpected("an image needs an entrypoint"))?);
         for arg in &self.entrypoint[1..] {
             config.args(["--config.entrypoint", arg]);
         }
@@ -233,42 +297,7 @@ impl Image {
         for (key, value) in &self.labels {
             config.args(["--config.label", &format!("{key}={value}")]);
         }
-        stdout(&mut config)?;
-        stdout(Command::new("umoci").args(["gc", "--layout"]).arg(&layout))?;
-
-        let index = read_json(&layout.join("index.json"))?;
-        let manifest_digest = index["manifests"][0]["digest"].as_str().ok_or("index.json has no manifest")?;
-        let manifest = read_json(&blob(&layout, manifest_digest))?;
-        let config = read_json(&blob(&layout, manifest["config"]["digest"].as_str().ok_or("no config")?))?;
-        let mut compressed_bytes = 0;
-        let mut uncompressed_bytes = 0;
-        for layer in manifest["layers"].as_array().into_iter().flatten() {
-            compressed_bytes += layer["size"].as_u64().ok_or("a layer without a size")?;
-            let digest = layer["digest"].as_str().ok_or("a layer without a digest")?;
-            let unpacked = stdout(Command::new("gzip").arg("-dc").arg(blob(&layout, digest)))?;
-            uncompressed_bytes += unpacked.len() as u64;
-        }
-        let archive = work.join("image.tar");
-        stdout(Command::new("skopeo").args(["copy", "--quiet", &format!("oci:{tagged}")]).arg(format!(
-            "docker-archive:{}:{}",
-            archive.display(),
-            self.reference
-        )))?;
-        let oci_archive = work.join("image-oci.tar");
-        stdout(Command::new("skopeo").args(["copy", "--quiet", &format!("oci:{tagged}")]).arg(format!(
-            "oci-archive:{}:{}",
-            oci_archive.display(),
-            self.reference
-        )))?;
-        Ok(Built {
-            reference: self.reference.clone(),
-            archive,
-            oci_archive,
-            digest: manifest_digest.to_owned(),
-            compressed_bytes,
-            uncompressed_bytes,
-            config,
-        })
+        stdout(&mut config).map(drop)
     }
 }
 
@@ -290,12 +319,12 @@ pub fn rfc3339(seconds: u64) -> String {
 }
 
 /// A testbed example, static (debug), for a guest with no libraries.
-pub fn static_example(root: &Path, name: &str) -> Result<PathBuf, String> {
+pub fn static_example(root: &Path, name: &str) -> Result<PathBuf> {
     static_build(root, &["-p", "testbed", "--example", name])?;
     Ok(root.join("target/static/x86_64-unknown-linux-gnu/debug/examples").join(name))
 }
 
-fn static_build(root: &Path, what: &[&str]) -> Result<(), String> {
+fn static_build(root: &Path, what: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     stdout(
         Command::new(cargo)
@@ -310,16 +339,16 @@ fn static_build(root: &Path, what: &[&str]) -> Result<(), String> {
 }
 
 /// A static C program of the test tooling.
-pub fn static_c(source: &Path, work: &Path) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
-    let name = source.file_stem().and_then(|s| s.to_str()).ok_or("a source file name")?;
+pub fn static_c(source: &Path, work: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(work).map_err(io(work.display()))?;
+    let name = source.file_stem().and_then(|s| s.to_str()).ok_or_else(|| unexpected("a source file name"))?;
     let binary = work.join(format!("{name}.bin"));
     stdout(Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&binary).arg(source))?;
     Ok(binary)
 }
 /// An image of one static C program (the test images: pause, the agent).
-pub fn from_c(source: &Path, work: &Path, reference: &str) -> Result<Built, String> {
-    let name = source.file_stem().and_then(|s| s.to_str()).ok_or("a source file name")?;
+pub fn from_c(source: &Path, work: &Path, reference: &str) -> Result<Built> {
+    let name = source.file_stem().and_then(|s| s.to_str()).ok_or_else(|| unexpected("a source file name"))?;
     let binary = static_c(source, work)?;
     let image = Image {
         reference: reference.to_owned(),
@@ -374,9 +403,9 @@ ENTRYPOINT ["/flush-conntrack"]
 
     #[test]
     fn refuses_what_it_cannot_carry_out() {
-        let e = final_stage("FROM scratch\nRUN echo hi\n").unwrap_err();
+        let e = final_stage("FROM scratch\nRUN echo hi\n").unwrap_err().to_string();
         assert!(e.contains("RUN"), "{e}");
-        let e = final_stage("FROM scratch\nCOPY a b\n").unwrap_err();
+        let e = final_stage("FROM scratch\nCOPY a b\n").unwrap_err().to_string();
         assert!(e.contains("--from"), "{e}");
     }
 }

@@ -5,12 +5,15 @@
 pub mod apiserver;
 pub mod command;
 pub mod controlplane;
+pub mod error;
 pub mod floor;
 pub mod hostport;
 pub mod image;
+pub mod link;
 pub mod netns;
 pub mod node;
 pub mod podwatch;
+pub mod process;
 pub mod recipe;
 pub mod require;
 pub mod scratch;

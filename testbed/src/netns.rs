@@ -2,9 +2,14 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
+
+use nix::sched::CloneFlags;
+
+use crate::command;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -18,7 +23,7 @@ impl Netns {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("fct-{purpose}-{}-{n}", std::process::id());
         let ns = Netns { name };
-        run(Command::new("ip").args(["netns", "add", &ns.name]));
+        command::run(Command::new("ip").args(["netns", "add", &ns.name]));
         ns.exec(&["ip", "link", "set", "lo", "up"]);
         ns
     }
@@ -29,17 +34,20 @@ impl Netns {
 
     /// Runs a command inside the namespace and insists that it succeeds.
     pub fn exec(&self, argv: &[&str]) -> Output {
-        run(Command::new("ip").args(["netns", "exec", &self.name]).args(argv))
+        command::run(Command::new("ip").args(["netns", "exec", &self.name]).args(argv))
     }
 
-    /// Moves the calling thread into the namespace (only that thread).
-    pub fn enter(&self) -> io::Result<()> {
-        let file = File::open(self.path())?;
-        // SAFETY: a valid namespace fd; affects the calling thread only.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+    /// The namespace's file, to enter it later (a child before exec).
+    pub fn open(&self) -> io::Result<File> {
+        File::open(self.path())
+    }
+
+    /// Moves the calling thread into the namespace (only that thread). Kept
+    /// private: a thread that moves must be one made for it, which `within`
+    /// and `spawn` are.
+    fn enter(&self) {
+        let file = self.open().unwrap_or_else(|e| panic!("open {}: {e}", self.path()));
+        join(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("enter {}: {e}", self.name));
     }
 
     /// Runs `work` on a thread of its own inside the namespace, so that the
@@ -47,11 +55,24 @@ impl Netns {
     pub fn within<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|s| {
             s.spawn(|| {
-                self.enter().unwrap_or_else(|e| panic!("enter {}: {e}", self.name));
+                self.enter();
                 work()
             })
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Like `within`, for work that outlives the caller (a server, a
+    /// client sending until told to stop): the thread enters the namespace
+    /// before `work` starts.
+    pub fn spawn<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+        let file = self.open().unwrap_or_else(|e| panic!("open {}: {e}", self.path()));
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            join(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("enter {name}: {e}"));
+            drop(file);
+            work()
         })
     }
 
@@ -67,13 +88,8 @@ impl Drop for Netns {
     }
 }
 
-pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// Moves the calling thread (or a child between fork and exec) into the
+/// namespace `file` names; the one place the testbed calls `setns`.
+pub fn join(file: impl AsFd, kind: CloneFlags) -> io::Result<()> {
+    nix::sched::setns(file, kind).map_err(io::Error::from)
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::error::{unexpected, Result};
 use serde_json::Value;
 
 /// What the watch reported about one pod, when it first did.
@@ -52,20 +53,15 @@ impl PodWatch {
     /// Watches the pods matching `selector` with `kubectl` (a command with
     /// its kubeconfig set); returns once the watch has listed `present`, so
     /// that nothing after this call can be missed.
-    pub fn start(
-        mut kubectl: Command,
-        namespace: &str,
-        selector: &str,
-        present: &str,
-    ) -> Result<PodWatch, String> {
+    pub fn start(mut kubectl: Command, namespace: &str, selector: &str, present: &str) -> Result<PodWatch> {
         let mut child = kubectl
             .args(["-n", namespace, "get", "pods", "-l", selector, "--watch", "--output-watch-events", "-o"])
             .arg("json")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("kubectl get --watch: {e}"))?;
-        let stdout = child.stdout.take().ok_or("kubectl get --watch: no stdout")?;
+            .map_err(crate::error::spawn("kubectl get --watch"))?;
+        let stdout = child.stdout.take().ok_or_else(|| unexpected("kubectl get --watch: no stdout"))?;
         let pods: Arc<Mutex<Vec<(String, PodTimes)>>> = Arc::default();
         let log = pods.clone();
         let thread = std::thread::spawn(move || {
@@ -81,7 +77,7 @@ impl PodWatch {
         let deadline = Instant::now() + Duration::from_secs(10);
         while watch.seen(present).is_none() {
             if Instant::now() > deadline {
-                return Err(format!("the pod watch never listed {present}"));
+                return Err(unexpected(format!("the pod watch never listed {present}")));
             }
             std::thread::sleep(Duration::from_millis(10));
         }

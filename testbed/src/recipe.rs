@@ -13,6 +13,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use crate::command::stdout;
+use crate::error::{self, io, unexpected, Result};
 use crate::image::instructions;
 
 /// One instruction of the build stage, in order.
@@ -36,7 +37,7 @@ pub struct BuildStage {
 }
 
 /// The stage named `build`. Pure.
-pub fn build_stage(dockerfile: &str) -> Result<BuildStage, String> {
+pub fn build_stage(dockerfile: &str) -> Result<BuildStage> {
     let lines = instructions(dockerfile);
     let mut stage: Option<BuildStage> = None;
     for line in &lines {
@@ -60,78 +61,90 @@ pub fn build_stage(dockerfile: &str) -> Result<BuildStage, String> {
             continue;
         }
         let Some(stage) = stage.as_mut() else { continue };
-        let step = match word.as_str() {
-            "ARG" => match rest.split_once('=') {
-                Some((name, default)) => {
-                    Step::Arg(name.to_owned(), Some(default.trim_matches('"').to_owned()))
-                }
-                None => Step::Arg(rest.to_owned(), None),
-            },
-            "ENV" => {
-                let (name, value) =
-                    rest.split_once('=').ok_or_else(|| format!("ENV must be `ENV NAME=value`: `{line}`"))?;
-                Step::Env(name.to_owned(), value.trim_matches('"').to_owned())
-            }
-            "WORKDIR" => Step::Workdir(rest.to_owned()),
-            "COPY" => {
-                let words: Vec<&str> = rest.split_whitespace().collect();
-                if words.len() < 2 || words.iter().any(|w| w.starts_with("--")) {
-                    return Err(format!("COPY must be `COPY SOURCE... DEST` from the context: `{line}`"));
-                }
-                let (destination, sources) = words.split_last().ok_or("COPY without words")?;
-                Step::Copy(sources.iter().map(|s| s.to_string()).collect(), destination.to_string())
-            }
-            "RUN" => {
-                if rest.starts_with("--") || rest.starts_with('[') {
-                    return Err(format!("RUN must be a plain shell command: `{line}`"));
-                }
-                Step::Run(rest.to_owned())
-            }
-            _ => {
-                return Err(format!(
-                    "the recipe runner does not carry out `{word}` in the build stage: `{line}`"
-                ))
-            }
-        };
-        stage.steps.push(step);
+        stage.steps.push(step(&word, rest, line)?);
     }
-    stage.ok_or_else(|| "the Dockerfile has no `FROM ... AS build` stage".to_owned())
+    stage.ok_or_else(|| unexpected("the Dockerfile has no `FROM ... AS build` stage"))
+}
+
+/// One instruction of the build stage (`word` upper-cased, `rest` its
+/// arguments), refused unless the runner carries it out as docker would.
+fn step(word: &str, rest: &str, line: &str) -> Result<Step> {
+    let step = match word {
+        "ARG" => match rest.split_once('=') {
+            Some((name, default)) => Step::Arg(name.to_owned(), Some(default.trim_matches('"').to_owned())),
+            None => Step::Arg(rest.to_owned(), None),
+        },
+        "ENV" => {
+            let (name, value) = rest
+                .split_once('=')
+                .ok_or_else(|| unexpected(format!("ENV must be `ENV NAME=value`: `{line}`")))?;
+            Step::Env(name.to_owned(), value.trim_matches('"').to_owned())
+        }
+        "WORKDIR" => Step::Workdir(rest.to_owned()),
+        "COPY" => {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            if words.len() < 2 || words.iter().any(|w| w.starts_with("--")) {
+                return Err(unexpected(format!(
+                    "COPY must be `COPY SOURCE... DEST` from the context: `{line}`"
+                )));
+            }
+            let (destination, sources) =
+                words.split_last().ok_or_else(|| unexpected("COPY without words"))?;
+            Step::Copy(sources.iter().map(|s| s.to_string()).collect(), destination.to_string())
+        }
+        "RUN" => {
+            if rest.starts_with("--") || rest.starts_with('[') {
+                return Err(unexpected(format!("RUN must be a plain shell command: `{line}`")));
+            }
+            Step::Run(rest.to_owned())
+        }
+        _ => {
+            return Err(unexpected(format!(
+                "the recipe runner does not carry out `{word}` in the build stage: `{line}`"
+            )))
+        }
+    };
+    Ok(step)
 }
 
 /// The Rust release and Debian release a `rust:` image tag names, e.g.
 /// `rust:1.95.0-slim-bookworm` -> ("1.95.0", "bookworm"). A tag without a
 /// full Rust version would float, and could not be matched here. Pure.
-pub fn base_versions(base: &str) -> Result<(String, String), String> {
+pub fn base_versions(base: &str) -> Result<(String, String)> {
     let image = base.split('@').next().unwrap_or(base);
-    let tag = image
-        .strip_prefix("rust:")
-        .or_else(|| image.strip_prefix("docker.io/library/rust:"))
-        .ok_or_else(|| format!("the build stage must be FROM an official rust image, not {base}"))?;
+    let tag =
+        image.strip_prefix("rust:").or_else(|| image.strip_prefix("docker.io/library/rust:")).ok_or_else(
+            || unexpected(format!("the build stage must be FROM an official rust image, not {base}")),
+        )?;
     let mut parts = tag.split('-');
     let rust = parts.next().unwrap_or_default();
     if rust.split('.').count() != 3 || !rust.split('.').all(|p| p.parse::<u32>().is_ok()) {
-        return Err(format!("the build stage's image {base} must name a full Rust version (1.95.0)"));
+        return Err(unexpected(format!(
+            "the build stage's image {base} must name a full Rust version (1.95.0)"
+        )));
     }
     let debian = parts
         .next_back()
         .filter(|d| !d.is_empty())
-        .ok_or_else(|| format!("{base} names no Debian release"))?;
+        .ok_or_else(|| unexpected(format!("{base} names no Debian release")))?;
     Ok((rust.to_owned(), debian.to_owned()))
 }
 
 /// Refuses to build unless this machine is what the base image is.
-fn check_machine(base: &str) -> Result<(), String> {
+fn check_machine(base: &str) -> Result<()> {
     let (rust, debian) = base_versions(base)?;
     let rustc = String::from_utf8_lossy(&stdout(Command::new("rustc").arg("--version"))?).to_string();
     if !rustc.starts_with(&format!("rustc {rust} ")) {
-        return Err(format!(
+        return Err(unexpected(format!(
             "the build stage's base {base} has Rust {rust}; this machine has {}",
             rustc.trim()
-        ));
+        )));
     }
-    let os = std::fs::read_to_string("/etc/os-release").map_err(|e| format!("/etc/os-release: {e}"))?;
+    let os = std::fs::read_to_string("/etc/os-release").map_err(io("/etc/os-release"))?;
     if !os.lines().any(|l| l == format!("VERSION_CODENAME={debian}")) {
-        return Err(format!("the build stage's base {base} is Debian {debian}; this machine is not"));
+        return Err(unexpected(format!(
+            "the build stage's base {base} is Debian {debian}; this machine is not"
+        )));
     }
     Ok(())
 }
@@ -152,40 +165,43 @@ pub fn expand(text: &str, vars: &BTreeMap<String, String>) -> String {
 
 /// The commit's time, as `SOURCE_DATE_EPOCH` (reproducible builds' rule):
 /// the same for every build of a commit.
-pub fn source_date_epoch(root: &Path) -> Result<u64, String> {
+pub fn source_date_epoch(root: &Path) -> Result<u64> {
     let out = stdout(Command::new("git").arg("-C").arg(root).args(["log", "-1", "--format=%ct"]))?;
-    String::from_utf8_lossy(&out).trim().parse().map_err(|e| format!("git log -1 --format=%ct: {e}"))
+    String::from_utf8_lossy(&out)
+        .trim()
+        .parse()
+        .map_err(|e| unexpected(format!("git log -1 --format=%ct: {e}")))
 }
 
 /// Copies `from` to `to`, writing only what differs, so that cargo's
 /// fingerprints (file times) see no change where there is none; removes
 /// files the source no longer has.
-fn sync(from: &Path, to: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(from).map_err(|e| format!("{}: {e}", from.display()))?;
+fn sync(from: &Path, to: &Path) -> Result<()> {
+    let meta = std::fs::metadata(from).map_err(io(from.display()))?;
     if meta.is_file() {
-        let new = std::fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?;
+        let new = std::fs::read(from).map_err(io(from.display()))?;
         if std::fs::read(to).ok().as_deref() != Some(new.as_slice()) {
             if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent).map_err(io(parent.display()))?;
             }
-            std::fs::write(to, &new).map_err(|e| format!("{}: {e}", to.display()))?;
+            std::fs::write(to, &new).map_err(io(to.display()))?;
         }
         return Ok(());
     }
-    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    std::fs::create_dir_all(to).map_err(io(to.display()))?;
     let mut names = BTreeSet::new();
-    for entry in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
-        let entry = entry.map_err(|e| e.to_string())?;
+    for entry in std::fs::read_dir(from).map_err(io(from.display()))? {
+        let entry = entry.map_err(io(from.display()))?;
         names.insert(entry.file_name());
         sync(&entry.path(), &to.join(entry.file_name()))?;
     }
-    for entry in std::fs::read_dir(to).map_err(|e| format!("{}: {e}", to.display()))? {
-        let entry = entry.map_err(|e| e.to_string())?;
+    for entry in std::fs::read_dir(to).map_err(io(to.display()))? {
+        let entry = entry.map_err(io(to.display()))?;
         if !names.contains(&entry.file_name()) {
             let path = entry.path();
             let gone =
                 if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-            gone.map_err(|e| format!("{}: {e}", path.display()))?;
+            gone.map_err(io(path.display()))?;
         }
     }
     Ok(())
@@ -202,14 +218,24 @@ static BUILDING: Mutex<()> = Mutex::new(());
 /// Carries out the build stage of `root`'s Dockerfile in `stage_root`
 /// (kept between runs, so that cargo builds incrementally) with
 /// `SOURCE_DATE_EPOCH` from the commit.
-pub fn build(root: &Path, stage_root: &Path) -> Result<(), String> {
+pub fn build(root: &Path, stage_root: &Path) -> Result<()> {
     let dockerfile = root.join("Dockerfile");
-    let text = std::fs::read_to_string(&dockerfile).map_err(|e| format!("{}: {e}", dockerfile.display()))?;
+    let text = std::fs::read_to_string(&dockerfile).map_err(io(dockerfile.display()))?;
     let stage = build_stage(&text)?;
     check_machine(&stage.base)?;
     let _one = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    // What buildx would pass: the platform's, and the commit's time.
-    let given: BTreeMap<String, String> = [
+    let mut builder =
+        Builder { root, stage_root, given: given_args(root)?, vars: machine_env(), workdir: "/".to_owned() };
+    for step in &stage.steps {
+        builder.step(step)?;
+    }
+    Ok(())
+}
+
+/// The build arguments buildx would pass: the platform's, and the
+/// commit's time.
+fn given_args(root: &Path) -> Result<BTreeMap<String, String>> {
+    Ok([
         ("TARGETARCH", "amd64".to_owned()),
         ("TARGETOS", "linux".to_owned()),
         ("TARGETPLATFORM", "linux/amd64".to_owned()),
@@ -217,105 +243,130 @@ pub fn build(root: &Path, stage_root: &Path) -> Result<(), String> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    // The machine's own environment, as the base image sets it: where the
-    // toolchain is, and nothing of the test's (no RUSTFLAGS, no CARGO_*).
-    let mut vars: BTreeMap<String, String> = ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME"]
+    .collect())
+}
+
+/// The machine's own environment, as the base image sets it: where the
+/// toolchain is, and nothing of the test's (no RUSTFLAGS, no CARGO_*).
+fn machine_env() -> BTreeMap<String, String> {
+    ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME"]
         .into_iter()
         .filter_map(|k| Some((k.to_owned(), std::env::var(k).ok()?)))
-        .collect();
-    let mut workdir = "/".to_owned();
-    for step in &stage.steps {
+        .collect()
+}
+
+/// The build stage under way: its variables and working directory.
+struct Builder<'a> {
+    root: &'a Path,
+    stage_root: &'a Path,
+    given: BTreeMap<String, String>,
+    vars: BTreeMap<String, String>,
+    workdir: String,
+}
+
+impl Builder<'_> {
+    fn step(&mut self, step: &Step) -> Result<()> {
         match step {
             Step::Arg(name, default) => {
-                let value = given
+                let value = self
+                    .given
                     .get(name)
                     .cloned()
-                    .or_else(|| default.as_ref().map(|d| expand(d, &vars)))
+                    .or_else(|| default.as_ref().map(|d| expand(d, &self.vars)))
                     .ok_or_else(|| {
-                    format!("the build stage's ARG {name} has no default and no value here")
-                })?;
-                vars.insert(name.clone(), value);
+                        unexpected(format!("the build stage's ARG {name} has no default and no value here"))
+                    })?;
+                self.vars.insert(name.clone(), value);
             }
             Step::Env(name, value) => {
-                let value = expand(value, &vars);
-                vars.insert(name.clone(), value);
+                let value = expand(value, &self.vars);
+                self.vars.insert(name.clone(), value);
             }
             Step::Workdir(dir) => {
-                let dir = expand(dir, &vars);
-                workdir = if dir.starts_with('/') {
+                let dir = expand(dir, &self.vars);
+                self.workdir = if dir.starts_with('/') {
                     dir
                 } else {
-                    format!("{}/{dir}", workdir.trim_end_matches('/'))
+                    format!("{}/{dir}", self.workdir.trim_end_matches('/'))
                 };
-                let path = inside(stage_root, &workdir);
-                std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let path = inside(self.stage_root, &self.workdir);
+                std::fs::create_dir_all(&path).map_err(io(path.display()))?;
             }
-            Step::Copy(sources, destination) => {
-                let destination = expand(destination, &vars);
-                let base = match destination.starts_with('/') {
-                    true => destination.clone(),
-                    false => format!("{}/{destination}", workdir.trim_end_matches('/')),
-                };
-                for source in sources {
-                    let source = expand(source, &vars);
-                    let from = root.join(&source);
-                    // `COPY dir dest` copies the directory's contents into
-                    // dest; `COPY a b ./` puts a and b in the directory.
-                    let to = match (from.is_dir(), destination.ends_with('/')) {
-                        (false, true) => inside(stage_root, &base).join(
-                            from.file_name().ok_or_else(|| format!("COPY of `{source}`: no file name"))?,
-                        ),
-                        _ => inside(stage_root, &base),
-                    };
-                    sync(&from, &to)?;
-                }
-            }
-            Step::Run(command) => {
-                let cwd = inside(stage_root, &workdir);
-                let out = Command::new("sh")
-                    .args(["-c", command])
-                    .current_dir(&cwd)
-                    .env_clear()
-                    .envs(&vars)
-                    .env("PWD", &cwd)
-                    .output()
-                    .map_err(|e| format!("cannot run the build stage's `RUN {command}`: {e}"))?;
-                if !out.status.success() {
-                    let said = String::from_utf8_lossy(&out.stderr);
-                    let tail: Vec<&str> = said.lines().rev().take(40).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    return Err(format!(
-                        "the build stage's `RUN {command}` failed ({}):\n{}",
-                        out.status,
-                        tail.join("\n")
-                    ));
-                }
-            }
+            Step::Copy(sources, destination) => self.copy(sources, destination)?,
+            Step::Run(command) => self.run(command)?,
         }
+        Ok(())
     }
-    Ok(())
+
+    fn copy(&self, sources: &[String], destination: &str) -> Result<()> {
+        let destination = expand(destination, &self.vars);
+        let base = match destination.starts_with('/') {
+            true => destination.clone(),
+            false => format!("{}/{destination}", self.workdir.trim_end_matches('/')),
+        };
+        for source in sources {
+            let source = expand(source, &self.vars);
+            let from = self.root.join(&source);
+            // `COPY dir dest` copies the directory's contents into
+            // dest; `COPY a b ./` puts a and b in the directory.
+            let to = match (from.is_dir(), destination.ends_with('/')) {
+                (false, true) => inside(self.stage_root, &base).join(
+                    from.file_name()
+                        .ok_or_else(|| unexpected(format!("COPY of `{source}`: no file name")))?,
+                ),
+                _ => inside(self.stage_root, &base),
+            };
+            sync(&from, &to)?;
+        }
+        Ok(())
+    }
+
+    fn run(&self, command: &str) -> Result<()> {
+        let cwd = inside(self.stage_root, &self.workdir);
+        let out = Command::new("sh")
+            .args(["-c", command])
+            .current_dir(&cwd)
+            .env_clear()
+            .envs(&self.vars)
+            .env("PWD", &cwd)
+            .output()
+            .map_err(error::spawn(format!("the build stage's `RUN {command}`")))?;
+        if !out.status.success() {
+            let said = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = said.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(unexpected(format!(
+                "the build stage's `RUN {command}` failed ({}):\n{}",
+                out.status,
+                tail.join("\n")
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The binary the image ships, built by the Dockerfile's own build stage in
 /// `stage_root`: the file the final stage's `COPY --from=build` takes.
-pub fn binary_in(root: &Path, stage_root: &Path) -> Result<PathBuf, String> {
+pub fn binary_in(root: &Path, stage_root: &Path) -> Result<PathBuf> {
     build(root, stage_root)?;
-    let text = std::fs::read_to_string(root.join("Dockerfile")).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(root.join("Dockerfile")).map_err(io("Dockerfile"))?;
     let stage = crate::image::final_stage(&text)?;
     let [(source, _)] = stage.copies.as_slice() else {
-        return Err(format!("the final stage must COPY exactly the binary, not {:?}", stage.copies));
+        return Err(unexpected(format!(
+            "the final stage must COPY exactly the binary, not {:?}",
+            stage.copies
+        )));
     };
     let binary = inside(stage_root, source);
     match binary.is_file() {
         true => Ok(binary),
-        false => Err(format!("the build stage left no {source}")),
+        false => Err(unexpected(format!("the build stage left no {source}"))),
     }
 }
 
 /// The shipped binary, from the one stage root the suite and the
 /// benchmarks share (`target/recipe/a`).
-pub fn shipped_binary(root: &Path) -> Result<PathBuf, String> {
+pub fn shipped_binary(root: &Path) -> Result<PathBuf> {
     binary_in(root, &root.join("target/recipe/a"))
 }
 
@@ -359,13 +410,18 @@ COPY --from=build /src/out/x /x
     #[test]
     fn refuses_what_it_cannot_carry_out() {
         let e = build_stage("FROM rust:1.95.0-slim-bookworm AS build\nRUN --mount=type=cache,target=/x a\n")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("plain shell"), "{e}");
-        let e = build_stage("FROM rust:1.95.0-slim-bookworm AS build\nCOPY --chown=1 a b\n").unwrap_err();
+        let e = build_stage("FROM rust:1.95.0-slim-bookworm AS build\nCOPY --chown=1 a b\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("COPY"), "{e}");
-        let e = build_stage("FROM rust:1.95.0-slim-bookworm AS build\nADD https://x /x\n").unwrap_err();
+        let e = build_stage("FROM rust:1.95.0-slim-bookworm AS build\nADD https://x /x\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ADD"), "{e}");
-        let e = build_stage("FROM scratch\nCOPY a b\n").unwrap_err();
+        let e = build_stage("FROM scratch\nCOPY a b\n").unwrap_err().to_string();
         assert!(e.contains("AS build"), "{e}");
     }
 

@@ -9,8 +9,7 @@ pub fn in_ci() -> bool {
 
 fn missing(tools: &[&str]) -> Vec<String> {
     let mut why = Vec::new();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         why.push("root (network namespaces, CAP_NET_ADMIN)".to_owned());
     }
     why.extend(missing_tools(tools));

@@ -21,18 +21,13 @@ pub struct Stream {
 
 impl Stream {
     pub fn start(client: &Netns, source: (&str, u16), target: (&str, u16), tick: Duration) -> Stream {
-        let path = client.path();
         let start = Instant::now();
         let (sent, answers, stop) =
             (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
         let (counter, log, flag) = (sent.clone(), answers.clone(), stop.clone());
         let source = (source.0.to_owned(), source.1);
         let target = (target.0.to_owned(), target.1);
-        let thread = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("client namespace exists");
-            // SAFETY: a valid namespace fd; only this thread moves.
-            let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let thread = client.spawn(move || {
             let socket =
                 UdpSocket::bind((source.0.as_str(), source.1)).expect("client binds its source port");
             let mut buf = [0u8; 1024];

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 
+use flush_conntrack::ctnetlink::socket::CtSocket;
 use netlink_packet_core::{
     DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
 };
@@ -11,9 +12,8 @@ use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple,
 };
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
-use crate::netns::{run, Netns};
+use crate::netns::Netns;
 
 const CTA_ZONE: u16 = 18;
 
@@ -198,35 +198,15 @@ pub fn udp_flows(count: usize, dst: &str, dport: u16, reply_src: &str, first: us
 /// Creates UDP flows in `ns` through batched `CT_NEW` messages, many to a
 /// send. Returns how many the kernel refused.
 pub fn insert(ns: &Netns, flows: &[Flow]) -> usize {
-    let path = ns.path();
-    let flows = flows.to_vec();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let file = std::fs::File::open(&path).expect("namespace exists");
-            // SAFETY: valid namespace fd; only this thread moves.
-            let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            insert_here(&flows)
-        })
-        .join()
-        .expect("insert thread")
-    })
+    ns.within(|| insert_here(flows))
 }
 
 /// Like [`insert`], in this thread's own network namespace.
 pub fn insert_here(flows: &[Flow]) -> usize {
-    let mut socket = Socket::new(NETLINK_NETFILTER).expect("netlink socket");
-    socket.bind_auto().expect("bind");
-    socket.connect(&SocketAddr::new(0, 0)).expect("connect");
-    // SAFETY: plain int socket options.
-    unsafe {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-        let size: libc::c_int = 4 << 20;
-        let p = &size as *const _ as *const libc::c_void;
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, p, 4);
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, p, 4);
-    }
-    socket.set_cap_ack(true).expect("cap ack");
+    // The tool's socket carries the batches; what they say is encoded here.
+    let mut socket = CtSocket::open().expect("netlink socket");
+    socket.grow_buffers(4 << 20, 4 << 20);
+    socket.cap_acks().expect("cap ack");
     let mut refused = 0;
     let mut buf = Vec::with_capacity(1 << 20);
     for chunk in flows.chunks(2000) {
@@ -238,20 +218,8 @@ pub fn insert_here(flows: &[Flow]) -> usize {
             buf.resize(start + msg.buffer_len(), 0);
             msg.serialize(&mut buf[start..]);
         }
-        socket.send(&buf, 0).expect("send CT_NEW batch");
-        let mut answer = vec![0u8; 65536];
-        while let Ok(n) = socket.recv(&mut &mut answer[..], libc::MSG_DONTWAIT) {
-            let mut off = 0;
-            while off + 20 <= n {
-                let len = u32::from_ne_bytes(answer[off..off + 4].try_into().expect("4 bytes")) as usize;
-                let kind = u16::from_ne_bytes(answer[off + 4..off + 6].try_into().expect("2 bytes"));
-                let code = i32::from_ne_bytes(answer[off + 16..off + 20].try_into().expect("4 bytes"));
-                if kind == 2 && code != 0 {
-                    refused += 1;
-                }
-                off += len.max(20).next_multiple_of(4);
-            }
-        }
+        socket.send(&buf).expect("send CT_NEW batch");
+        socket.drain_errors(|_| refused += 1).expect("read the answers to CT_NEW");
     }
     refused
 }
@@ -279,7 +247,7 @@ pub fn list(ns: &Netns) -> Vec<Listed> {
 
 /// Number of entries in the namespace's table, all families.
 pub fn count(ns: &Netns) -> usize {
-    let out = run(Command::new("ip").args(["netns", "exec", &ns.name, "conntrack", "-C"]));
+    let out = ns.exec(&["conntrack", "-C"]);
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("conntrack -C prints a number")
 }
 
@@ -327,7 +295,8 @@ pub fn clear(ns: &Netns) {
 
 /// How many entries `conntrack -L` shows with these filter arguments.
 pub fn count_listed(ns: &Netns, filter: &[&str]) -> usize {
-    let out = run(Command::new("ip").args(["netns", "exec", &ns.name, "conntrack", "-L"]).args(filter));
+    let argv: Vec<&str> = ["conntrack", "-L"].iter().chain(filter).copied().collect();
+    let out = ns.exec(&argv);
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("src=")).count()
 }
 

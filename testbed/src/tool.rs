@@ -3,11 +3,11 @@
 //! CAP_NET_ADMIN or with a `/dev` of its own holding a termination-log.
 
 use std::ffi::CString;
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
+
+use nix::sched::CloneFlags;
 
 use crate::netns::Netns;
 
@@ -29,7 +29,7 @@ pub fn command(binary: &str, ns: &Netns, env: &[(&str, &str)], options: Options)
     let mut cmd = Command::new(binary);
     cmd.env_clear();
     cmd.envs(env.iter().copied());
-    let netns = File::open(ns.path()).expect("namespace exists");
+    let netns = ns.open().expect("namespace exists");
     let dev = options.dev.map(|d| CString::new(d.as_os_str().as_encoded_bytes()).expect("path without NUL"));
     let without_net_admin = options.without_net_admin;
     let root =
@@ -38,9 +38,7 @@ pub fn command(binary: &str, ns: &Netns, env: &[(&str, &str)], options: Options)
     // allocation (CStrings, the fd) happened before.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            crate::netns::join(&netns, CloneFlags::CLONE_NEWNET)?;
             if let Some(dev) = &dev {
                 if libc::unshare(libc::CLONE_NEWNS) != 0 {
                     return Err(std::io::Error::last_os_error());

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::command::stdout;
+use crate::error::{self, io, unexpected, Result};
 
 /// The kernel the suite tests besides this machine's: Debian 12's, which
 /// is also the kernel line of Amazon Linux 2023. Pinned, so that a Debian
@@ -45,29 +46,30 @@ fn cache() -> PathBuf {
 
 impl Kernel {
     /// Downloads (once, cached) and extracts a kernel package of Debian's.
-    pub fn debian(package: &str, version: &str) -> Result<Kernel, String> {
+    pub fn debian(package: &str, version: &str) -> Result<Kernel> {
         let dir = cache().join(format!("{package}_{version}"));
         let root = dir.join("root");
         if !root.join("boot").exists() {
             let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&dir).map_err(io(dir.display()))?;
             stdout(
                 Command::new("apt-get").current_dir(&dir).args(["download", &format!("{package}={version}")]),
             )?;
             let deb = std::fs::read_dir(&dir)
-                .map_err(|e| e.to_string())?
+                .map_err(io(dir.display()))?
                 .flatten()
                 .map(|e| e.path())
                 .find(|p| p.extension().is_some_and(|e| e == "deb"))
-                .ok_or("apt-get download left no .deb")?;
+                .ok_or_else(|| unexpected("apt-get download left no .deb"))?;
             stdout(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
         }
-        let release = std::fs::read_dir(root.join("lib/modules"))
-            .map_err(|e| e.to_string())?
+        let modules = root.join("lib/modules");
+        let release = std::fs::read_dir(&modules)
+            .map_err(io(modules.display()))?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .next()
-            .ok_or("the package has no modules")?;
+            .ok_or_else(|| unexpected("the package has no modules"))?;
         Ok(Kernel { package: package.to_owned(), release, root })
     }
 
@@ -84,11 +86,31 @@ impl Kernel {
         files: &[(PathBuf, &str)],
         script: &str,
         timeout: Duration,
-    ) -> Result<String, String> {
+    ) -> Result<String> {
+        let image = self.initramfs(work, files, script)?;
+        let console = work.join("console.log");
+        let status = self.boot(&image, &console, timeout)?;
+        let output = String::from_utf8_lossy(&std::fs::read(&console).map_err(io(console.display()))?)
+            .replace("\r\n", "\n");
+        if !output.contains("FCT-VM-DONE") {
+            return Err(unexpected(format!(
+                "the {} guest stopped ({status}) before its end:\n{output}",
+                self.release
+            )));
+        }
+        if let Some(line) = output.lines().find(|l| l.contains("FCT-VM-MODULE-FAILED")) {
+            return Err(unexpected(format!("a module did not load in the guest: {line}\n{output}")));
+        }
+        Ok(output)
+    }
+
+    /// The guest's initramfs: busybox, conntrack and its libraries, the
+    /// kernel's modules, `files`, and an init that runs `script`.
+    fn initramfs(&self, work: &Path, files: &[(PathBuf, &str)], script: &str) -> Result<PathBuf> {
         let tree = work.join("initramfs");
         let _ = std::fs::remove_dir_all(&tree);
         for dir in ["bin", "proc", "sys", "dev", "tmp", "lib/modules"] {
-            std::fs::create_dir_all(tree.join(dir)).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(tree.join(dir)).map_err(io(tree.join(dir).display()))?;
         }
         let mut copies: Vec<(PathBuf, String)> =
             files.iter().map(|(h, g)| (h.clone(), g.trim_start_matches('/').to_owned())).collect();
@@ -105,9 +127,9 @@ impl Kernel {
         for (host, guest) in &copies {
             let target = tree.join(guest);
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(parent).map_err(io(parent.display()))?;
             }
-            std::fs::copy(host, &target).map_err(|e| format!("{}: {e}", host.display()))?;
+            std::fs::copy(host, &target).map_err(io(host.display()))?;
         }
         let init = format!(
             "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nexport PATH=/bin\n\
@@ -120,7 +142,7 @@ impl Kernel {
         // The kernel gives init /dev/console as its output, if the image has one.
         stdout(Command::new("mknod").arg(tree.join("dev/console")).args(["c", "5", "1"]))?;
         let init_path = tree.join("init");
-        std::fs::write(&init_path, init).map_err(|e| e.to_string())?;
+        std::fs::write(&init_path, init).map_err(io(init_path.display()))?;
         stdout(Command::new("chmod").args(["-R", "a+rx"]).arg(&tree))?;
         let image = work.join("initramfs.cpio.gz");
         stdout(
@@ -129,16 +151,20 @@ impl Kernel {
                 .arg("-c")
                 .arg(format!("find . | cpio -o -H newc --quiet | gzip -1 > {}", image.display())),
         )?;
+        Ok(image)
+    }
 
-        let console = work.join("console.log");
+    /// Boots the kernel on `image`, its console in `console`, and waits
+    /// for the guest to power off.
+    fn boot(&self, image: &Path, console: &Path, timeout: Duration) -> Result<std::process::ExitStatus> {
         let mut qemu = Command::new("qemu-system-x86_64");
         qemu.args(["-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-kernel"])
             .arg(self.vmlinuz())
             .arg("-initrd")
-            .arg(&image)
+            .arg(image)
             .args(["-append", "console=ttyS0 panic=-1 quiet"])
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&console).map_err(|e| e.to_string())?)
+            .stdout(std::fs::File::create(console).map_err(io(console.display()))?)
             .stderr(Stdio::inherit());
         // KVM where it works (nested virtualisation is often refused).
         if kvm_works() {
@@ -147,32 +173,24 @@ impl Kernel {
             qemu.args(["-cpu", "max"]);
         }
         crate::controlplane::die_with_parent(&mut qemu);
-        let mut child = qemu.spawn().map_err(|e| format!("cannot start qemu: {e}"))?;
+        let mut child = qemu.spawn().map_err(error::spawn("qemu"))?;
         let deadline = Instant::now() + timeout;
         let status = loop {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            if let Some(status) = child.try_wait().map_err(io("qemu"))? {
                 break status;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                return Err(unexpected(format!(
                     "the {} guest did not finish within {timeout:?}; it printed:\n{}",
                     self.release,
-                    std::fs::read_to_string(&console).unwrap_or_default()
-                ));
+                    std::fs::read_to_string(console).unwrap_or_default()
+                )));
             }
             std::thread::sleep(Duration::from_millis(200));
         };
-        let output = String::from_utf8_lossy(&std::fs::read(&console).map_err(|e| e.to_string())?)
-            .replace("\r\n", "\n");
-        if !output.contains("FCT-VM-DONE") {
-            return Err(format!("the {} guest stopped ({status}) before its end:\n{output}", self.release));
-        }
-        if let Some(line) = output.lines().find(|l| l.contains("FCT-VM-MODULE-FAILED")) {
-            return Err(format!("a module did not load in the guest: {line}\n{output}"));
-        }
-        Ok(output)
+        Ok(status)
     }
 }
 
@@ -181,7 +199,7 @@ fn kvm_works() -> bool {
 }
 
 /// The shared libraries a program loads, with the loader, from ldd.
-fn libraries(program: &Path) -> Result<Vec<PathBuf>, String> {
+fn libraries(program: &Path) -> Result<Vec<PathBuf>> {
     let out = stdout(Command::new("ldd").arg(program))?;
     Ok(String::from_utf8_lossy(&out)
         .lines()

@@ -5,6 +5,8 @@
 //! k8s-openapi types, and plays the Job controller: a created Job gets a pod
 //! that terminates with a flush summary, then Complete or Failed.
 
+mod controller;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,11 +21,8 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::batch::v1::{CronJob, Job, JobCondition, JobStatus};
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateTerminated, ContainerStatus, Event, ObjectReference, Pod, PodStatus,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::batch::v1::{CronJob, Job, JobStatus};
+use k8s_openapi::api::core::v1::{Event, Pod};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -282,23 +281,7 @@ fn route(
         {
             watch_jobs(ns, query, state, events)
         }
-        (&Method::GET, ["apis", "batch", "v1", "namespaces", ns, "jobs"]) => {
-            let selector = query_param(query, "labelSelector").unwrap_or_default();
-            let s = lock(state);
-            let items: Vec<&Job> = s
-                .jobs
-                .iter()
-                .filter(|((n, _), j)| {
-                    n == ns
-                        && selector_matches(&selector, j.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
-                })
-                .map(|(_, j)| j)
-                .collect();
-            full(
-                StatusCode::OK,
-                &json!({"kind": "JobList", "apiVersion": "batch/v1", "metadata": {}, "items": items}),
-            )
-        }
+        (&Method::GET, ["apis", "batch", "v1", "namespaces", ns, "jobs"]) => list_jobs(ns, query, state),
         (&Method::GET, ["apis", "batch", "v1", "namespaces", ns, "jobs", name]) => {
             let s = lock(state);
             match s.jobs.get(&(ns.to_string(), name.to_string())) {
@@ -308,32 +291,49 @@ fn route(
         }
         (&Method::GET, ["api", "v1", "namespaces", ns, "pods"]) => list_pods(Some(ns), query, state),
         (&Method::GET, ["api", "v1", "pods"]) => list_pods(None, query, state),
-        (&Method::GET, ["api", "v1", "namespaces", ns, "events"]) => {
-            let s = lock(state);
-            let fields = query_param(query, "fieldSelector").unwrap_or_default();
-            let items: Vec<&Event> = s
-                .events
-                .iter()
-                .filter(|e| e.metadata.namespace.as_deref() == Some(*ns))
-                .filter(|e| {
-                    fields.split(',').all(|f| match f.split_once('=') {
-                        Some(("involvedObject.name", v)) => e.involved_object.name.as_deref() == Some(v),
-                        Some(("involvedObject.kind", v)) => e.involved_object.kind.as_deref() == Some(v),
-                        Some(("reason", v)) => e.reason.as_deref() == Some(v),
-                        _ => true,
-                    })
-                })
-                .collect();
-            full(
-                StatusCode::OK,
-                &json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items}),
-            )
-        }
+        (&Method::GET, ["api", "v1", "namespaces", ns, "events"]) => list_events(ns, query, state),
         _ => full(
             StatusCode::NOT_FOUND,
             &status_body(404, "NotFound", "the server could not find the requested resource"),
         ),
     }
+}
+
+fn list_jobs(ns: &str, query: &str, state: &Arc<Mutex<State>>) -> Response<Body> {
+    let selector = query_param(query, "labelSelector").unwrap_or_default();
+    let s = lock(state);
+    let items: Vec<&Job> = s
+        .jobs
+        .iter()
+        .filter(|((n, _), j)| {
+            n == ns && selector_matches(&selector, j.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
+        })
+        .map(|(_, j)| j)
+        .collect();
+    full(
+        StatusCode::OK,
+        &json!({"kind": "JobList", "apiVersion": "batch/v1", "metadata": {}, "items": items}),
+    )
+}
+
+/// Events of `ns`, filtered on the fields the tool selects on.
+fn list_events(ns: &str, query: &str, state: &Arc<Mutex<State>>) -> Response<Body> {
+    let s = lock(state);
+    let fields = query_param(query, "fieldSelector").unwrap_or_default();
+    let items: Vec<&Event> = s
+        .events
+        .iter()
+        .filter(|e| e.metadata.namespace.as_deref() == Some(ns))
+        .filter(|e| {
+            fields.split(',').all(|f| match f.split_once('=') {
+                Some(("involvedObject.name", v)) => e.involved_object.name.as_deref() == Some(v),
+                Some(("involvedObject.kind", v)) => e.involved_object.kind.as_deref() == Some(v),
+                Some(("reason", v)) => e.reason.as_deref() == Some(v),
+                _ => true,
+            })
+        })
+        .collect();
+    full(StatusCode::OK, &json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items}))
 }
 
 fn not_found(resource: &str, name: &str) -> Response<Body> {
@@ -388,123 +388,9 @@ fn create_job(
     let (state, events, ns2) = (state.clone(), events.clone(), ns.to_owned());
     tokio::spawn(async move {
         tokio::time::sleep(latency).await;
-        play_controller(&state, &events, &ns2, &name, controller);
+        controller::play(&state, &events, &ns2, &name, controller);
     });
     full(StatusCode::CREATED, &json!(job))
-}
-
-fn condition(kind: &str, reason: &str, message: &str) -> JobCondition {
-    JobCondition {
-        type_: kind.to_owned(),
-        status: "True".to_owned(),
-        reason: Some(reason.to_owned()),
-        message: Some(message.to_owned()),
-        ..JobCondition::default()
-    }
-}
-
-/// What the Job controller and a kubelet would do with the Job.
-fn play_controller(
-    state: &Arc<Mutex<State>>,
-    events: &broadcast::Sender<(u64, String, Value)>,
-    ns: &str,
-    name: &str,
-    controller: Controller,
-) {
-    let mut s = lock(state);
-    let pod_meta = |s: &mut State| ObjectMeta {
-        name: Some(format!("{name}-x7k2q")),
-        namespace: Some(ns.to_owned()),
-        labels: Some(BTreeMap::from([
-            ("batch.kubernetes.io/job-name".to_owned(), name.to_owned()),
-            ("job-name".to_owned(), name.to_owned()),
-        ])),
-        resource_version: Some(s.bump()),
-        ..ObjectMeta::default()
-    };
-    let terminated = |code: i32, message: Option<String>| ContainerStatus {
-        name: "flush".to_owned(),
-        image: "flush-conntrack".to_owned(),
-        image_id: String::new(),
-        ready: false,
-        restart_count: 0,
-        state: Some(ContainerState {
-            terminated: Some(ContainerStateTerminated {
-                exit_code: code,
-                message,
-                ..ContainerStateTerminated::default()
-            }),
-            ..ContainerState::default()
-        }),
-        ..ContainerStatus::default()
-    };
-    let conditions = match controller {
-        Controller::Idle => return,
-        Controller::RefusePods(message) => {
-            let meta = ObjectMeta {
-                name: Some(format!("{name}.refused")),
-                namespace: Some(ns.to_owned()),
-                ..ObjectMeta::default()
-            };
-            s.events.push(Event {
-                metadata: meta,
-                involved_object: ObjectReference {
-                    kind: Some("Job".to_owned()),
-                    name: Some(name.to_owned()),
-                    namespace: Some(ns.to_owned()),
-                    ..ObjectReference::default()
-                },
-                reason: Some("FailedCreate".to_owned()),
-                message: Some(format!("Error creating: pods \"{name}-x7k2q\" is forbidden: {message}")),
-                type_: Some("Warning".to_owned()),
-                ..Event::default()
-            });
-            return;
-        }
-        Controller::Complete(summary) => {
-            let meta = pod_meta(&mut s);
-            let status = PodStatus {
-                phase: Some("Succeeded".to_owned()),
-                container_statuses: Some(vec![terminated(0, Some(summary))]),
-                ..PodStatus::default()
-            };
-            s.pods.push(Pod { metadata: meta, spec: None, status: Some(status) });
-            vec![
-                condition(
-                    "SuccessCriteriaMet",
-                    "CompletionsReached",
-                    "Reached expected number of succeeded pods",
-                ),
-                condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods"),
-            ]
-        }
-        Controller::Fail => {
-            let meta = pod_meta(&mut s);
-            let status = PodStatus {
-                phase: Some("Failed".to_owned()),
-                container_statuses: Some(vec![terminated(1, None)]),
-                ..PodStatus::default()
-            };
-            s.pods.push(Pod { metadata: meta, spec: None, status: Some(status) });
-            vec![
-                condition(
-                    "FailureTarget",
-                    "BackoffLimitExceeded",
-                    "Job has reached the specified backoff limit",
-                ),
-                condition("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
-            ]
-        }
-    };
-    let version = s.bump();
-    let key = (ns.to_owned(), name.to_owned());
-    let Some(job) = s.jobs.get_mut(&key) else { return };
-    job.metadata.resource_version = Some(version.clone());
-    job.status = Some(JobStatus { conditions: Some(conditions), ..JobStatus::default() });
-    let event = json!({"type": "MODIFIED", "object": job});
-    let v: u64 = version.parse().unwrap_or(0);
-    s.history.push((v, ns.to_owned(), event.clone()));
-    let _ = events.send((v, ns.to_owned(), event));
 }
 
 fn watch_jobs(
