@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateTerminated, ContainerStatus, Event, ObjectReference, Pod, PodStatus,
-};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -35,12 +33,8 @@ pub(super) fn play(
     let mut s = lock(state);
     let conditions = match controller {
         Controller::Idle => return,
-        Controller::RefusePods(message) => {
-            s.events.push(refusal(ns, name, &message));
-            return;
-        }
         Controller::Complete(summary) => {
-            let pod = job_pod(&mut s, ns, name, "Succeeded", 0, Some(summary));
+            let pod = job_pod(&mut s, ns, name, summary);
             s.pods.push(pod);
             vec![
                 condition(
@@ -51,47 +45,13 @@ pub(super) fn play(
                 condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods"),
             ]
         }
-        Controller::Fail => {
-            let pod = job_pod(&mut s, ns, name, "Failed", 1, None);
-            s.pods.push(pod);
-            vec![
-                condition(
-                    "FailureTarget",
-                    "BackoffLimitExceeded",
-                    "Job has reached the specified backoff limit",
-                ),
-                condition("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
-            ]
-        }
     };
     finish_job(&mut s, events, ns, name, conditions);
 }
 
-/// The Event the Job controller writes when admission refuses its pod.
-fn refusal(ns: &str, name: &str, message: &str) -> Event {
-    let meta = ObjectMeta {
-        name: Some(format!("{name}.refused")),
-        namespace: Some(ns.to_owned()),
-        ..ObjectMeta::default()
-    };
-    Event {
-        metadata: meta,
-        involved_object: ObjectReference {
-            kind: Some("Job".to_owned()),
-            name: Some(name.to_owned()),
-            namespace: Some(ns.to_owned()),
-            ..ObjectReference::default()
-        },
-        reason: Some("FailedCreate".to_owned()),
-        message: Some(format!("Error creating: pods \"{name}-x7k2q\" is forbidden: {message}")),
-        type_: Some("Warning".to_owned()),
-        ..Event::default()
-    }
-}
-
-/// The Job's pod, ended in `phase` with its container's exit `code` and
-/// termination `message`.
-fn job_pod(s: &mut State, ns: &str, name: &str, phase: &str, code: i32, message: Option<String>) -> Pod {
+/// The Job's pod, succeeded, with the flush's summary as its termination
+/// message.
+fn job_pod(s: &mut State, ns: &str, name: &str, summary: String) -> Pod {
     let metadata = ObjectMeta {
         name: Some(format!("{name}-x7k2q")),
         namespace: Some(ns.to_owned()),
@@ -110,8 +70,8 @@ fn job_pod(s: &mut State, ns: &str, name: &str, phase: &str, code: i32, message:
         restart_count: 0,
         state: Some(ContainerState {
             terminated: Some(ContainerStateTerminated {
-                exit_code: code,
-                message,
+                exit_code: 0,
+                message: Some(summary),
                 ..ContainerStateTerminated::default()
             }),
             ..ContainerState::default()
@@ -119,7 +79,7 @@ fn job_pod(s: &mut State, ns: &str, name: &str, phase: &str, code: i32, message:
         ..ContainerStatus::default()
     };
     let status = PodStatus {
-        phase: Some(phase.to_owned()),
+        phase: Some("Succeeded".to_owned()),
         container_statuses: Some(vec![terminated]),
         ..PodStatus::default()
     };

@@ -1,9 +1,11 @@
 //! A fake Kubernetes API server on loopback, for running the real binary
 //! through a KUBECONFIG as a pod would reach a cluster. It speaks the HTTP
-//! API the binary uses (get, list, create with 201/409/403/422 Status
-//! bodies, watch streams from a resourceVersion), stores objects built from
-//! k8s-openapi types, and plays the Job controller: a created Job gets a pod
-//! that terminates with a flush summary, then Complete or Failed.
+//! API the binary uses (get, list, create with 201 or 409, watch streams
+//! from a resourceVersion), stores objects built from k8s-openapi types, and
+//! plays the Job controller: a created Job gets a pod that terminates with a
+//! flush summary, then Complete. Kept for what needs a real process (a
+//! signal, a server that is gone) and the sweep's scale benchmark; every
+//! other answer of an API server is the mock tier's (tests/fixtures).
 
 mod controller;
 
@@ -22,34 +24,21 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobStatus};
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
-
-/// How the fake answers a Job creation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Create {
-    Accept,
-    Forbidden,
-    Invalid(String),
-}
 
 /// What the fake Job controller does with a created Job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Controller {
     /// The pod ends with exit 0 and this summary; the Job completes.
     Complete(String),
-    /// The pod ends with exit 1; the Job fails.
-    Fail,
-    /// The pods are refused (as Pod Security admission would), with an event.
-    RefusePods(String),
     /// Nothing happens.
     Idle,
 }
 
 #[derive(Debug, Clone)]
 pub struct Behaviour {
-    pub create: Create,
     pub controller: Controller,
     /// From a Job's creation to its pod's end: scheduling, image, start,
     /// the flush, the report (about 3 s on a real node).
@@ -59,7 +48,6 @@ pub struct Behaviour {
 impl Default for Behaviour {
     fn default() -> Self {
         Behaviour {
-            create: Create::Accept,
             controller: Controller::Complete(
                 r#"{"dry_run":false,"scanned":3,"matched":2,"deleted":2,"already_gone":0,"kept":1,"failed":0,"kernel_flushed":0,"elapsed_seconds":0.004}"#
                     .to_owned(),
@@ -75,7 +63,6 @@ struct State {
     cronjobs: BTreeMap<(String, String), CronJob>,
     jobs: BTreeMap<(String, String), Job>,
     pods: Vec<Pod>,
-    events: Vec<Event>,
     /// Every Job change, for watches that start from an older version.
     history: Vec<(u64, String, Value)>,
     /// Requests as `METHOD path?query` and their status, for assertions.
@@ -291,7 +278,6 @@ fn route(
         }
         (&Method::GET, ["api", "v1", "namespaces", ns, "pods"]) => list_pods(Some(ns), query, state),
         (&Method::GET, ["api", "v1", "pods"]) => list_pods(None, query, state),
-        (&Method::GET, ["api", "v1", "namespaces", ns, "events"]) => list_events(ns, query, state),
         _ => full(
             StatusCode::NOT_FOUND,
             &status_body(404, "NotFound", "the server could not find the requested resource"),
@@ -316,26 +302,6 @@ fn list_jobs(ns: &str, query: &str, state: &Arc<Mutex<State>>) -> Response<Body>
     )
 }
 
-/// Events of `ns`, filtered on the fields the tool selects on.
-fn list_events(ns: &str, query: &str, state: &Arc<Mutex<State>>) -> Response<Body> {
-    let s = lock(state);
-    let fields = query_param(query, "fieldSelector").unwrap_or_default();
-    let items: Vec<&Event> = s
-        .events
-        .iter()
-        .filter(|e| e.metadata.namespace.as_deref() == Some(ns))
-        .filter(|e| {
-            fields.split(',').all(|f| match f.split_once('=') {
-                Some(("involvedObject.name", v)) => e.involved_object.name.as_deref() == Some(v),
-                Some(("involvedObject.kind", v)) => e.involved_object.kind.as_deref() == Some(v),
-                Some(("reason", v)) => e.reason.as_deref() == Some(v),
-                _ => true,
-            })
-        })
-        .collect();
-    full(StatusCode::OK, &json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items}))
-}
-
 fn not_found(resource: &str, name: &str) -> Response<Body> {
     full(StatusCode::NOT_FOUND, &status_body(404, "NotFound", &format!("{resource} \"{name}\" not found")))
 }
@@ -351,25 +317,6 @@ fn create_job(
     };
     let name = job.metadata.name.clone().unwrap_or_default();
     let mut s = lock(state);
-    match s.behaviour.create.clone() {
-        Create::Forbidden => {
-            return full(
-                StatusCode::FORBIDDEN,
-                &status_body(
-                    403,
-                    "Forbidden",
-                    &format!("jobs.batch is forbidden: User \"system:serviceaccount:monitoring:statsd\" cannot create resource \"jobs\" in API group \"batch\" in the namespace \"{ns}\""),
-                ),
-            )
-        }
-        Create::Invalid(message) => {
-            return full(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &status_body(422, "Invalid", &format!("Job.batch \"{name}\" is invalid: {message}")),
-            )
-        }
-        Create::Accept => {}
-    }
     let key = (ns.to_owned(), name.clone());
     if s.jobs.contains_key(&key) {
         return full(
