@@ -19,25 +19,26 @@ const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");
 const NS: &str = "flush-conntrack";
 const LAST_SUCCESS: &str = "2026-11-26T12:15:00Z";
 
-fn template() -> CronJob {
-    serde_json::from_value(json!({
-        "apiVersion": "batch/v1", "kind": "CronJob",
-        "metadata": {"name": "flush-conntrack-node", "namespace": NS},
-        "spec": {"schedule": "0 0 1 1 *", "suspend": true, "jobTemplate": {"spec": {"template": {"spec": {
-            "hostNetwork": true, "restartPolicy": "Never",
-            "containers": [{"name": "flush", "image": "ghcr.io/flush-conntrack/flush-conntrack:0.1.0"}]}}}}}
-    }))
-    .expect("template")
+/// A CronJob as jobs/ ships it.
+fn shipped(text: &str, name: &str) -> serde_json::Value {
+    let documents = serde_saphyr::from_multiple::<serde_json::Value>(text).expect("jobs/ is YAML");
+    documents
+        .into_iter()
+        .find(|d| d["kind"] == "CronJob" && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("jobs/ ships the CronJob {name}"))
 }
 
+fn template() -> CronJob {
+    serde_json::from_value(shipped(include_str!("../jobs/flush-conntrack-node.yaml"), "flush-conntrack-node"))
+        .expect("template")
+}
+
+/// The sweep's CronJob, with the last success its incremental sweeps start
+/// from.
 fn sweep_cronjob() -> CronJob {
-    serde_json::from_value(json!({
-        "apiVersion": "batch/v1", "kind": "CronJob",
-        "metadata": {"name": "flush-conntrack-sweep", "namespace": NS},
-        "spec": {"schedule": "*/15 * * * *", "jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}},
-        "status": {"lastSuccessfulTime": LAST_SUCCESS}
-    }))
-    .expect("sweep cronjob")
+    let mut cronjob = shipped(include_str!("../jobs/flush-conntrack-sweep.yaml"), "flush-conntrack-sweep");
+    cronjob["status"] = json!({"lastSuccessfulTime": LAST_SUCCESS});
+    serde_json::from_value(cronjob).expect("sweep cronjob")
 }
 
 fn agent(i: usize, changed: bool) -> Pod {
