@@ -195,6 +195,23 @@ mod tests {
         assert_eq!(plan[0].pods.len(), 2);
     }
 
+    /// The PodSpec's spellings, each to its protocol; one it does not know
+    /// is no hostPort of ours.
+    #[test]
+    fn each_podspec_protocol_is_read() {
+        let ports = serde_json::json!([
+            {"containerPort": 1, "hostPort": 1001, "protocol": "UDP"},
+            {"containerPort": 2, "hostPort": 1002, "protocol": "TCP"},
+            {"containerPort": 3, "hostPort": 1003, "protocol": "SCTP"},
+            {"containerPort": 4, "hostPort": 1004, "protocol": "udp"}
+        ]);
+        let agent = pod("agent", "node-a", "Running", "192.0.2.1", "10.244.1.5", ports);
+        let only = |protocol| plan(std::slice::from_ref(&agent), &[protocol]).remove(0).selection.ports;
+        assert_eq!(only(Protocol::Udp), vec![1001..=1001]);
+        assert_eq!(only(Protocol::Tcp), vec![1002..=1002]);
+        assert_eq!(only(Protocol::Sctp), vec![1003..=1003]);
+    }
+
     #[test]
     fn a_dual_stack_pod_keeps_both_families() {
         let mut agent = pod("agent", "node-a", "Running", "192.0.2.1", "10.244.1.5", statsd());
