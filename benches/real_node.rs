@@ -130,6 +130,8 @@ fn main() {
         pod_cidr: "10.244.0.0/24",
         client_address: "192.0.2.2",
         portmap: &first,
+        ipv6: None,
+        lan: None,
     };
     let node = RealNode::start(&cp, &spec).expect("node");
     for image in &images {

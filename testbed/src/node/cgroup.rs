@@ -56,7 +56,7 @@ pub(super) fn remove_leftovers() {
     for ns in namespaces.flatten() {
         let name = ns.file_name().to_string_lossy().into_owned();
         let parts: Vec<&str> = name.split('-').collect();
-        if let ["fct", "knode" | "kclient", pid, _] = parts.as_slice() {
+        if let ["fct", "knode" | "kclient" | "klan", pid, _] = parts.as_slice() {
             if !alive(pid) {
                 let _ = Command::new("ip").args(["netns", "del", &name]).output();
             }
