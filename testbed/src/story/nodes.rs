@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::command::checked;
 use crate::controlplane::ControlPlane;
 use crate::error::{json, unexpected, Result};
-use crate::node::{Lan, RealNode};
+use crate::image::Built;
+use crate::node::{Ipv6Spec, Lan, NodeSpec, RealNode};
 use crate::stream::Stream;
 use crate::table;
 
@@ -20,6 +21,43 @@ use super::{
     apply_overlay, events_in, json_lines, trigger_summary, Agent, EventSeen, Trigger, AGENT_NAMESPACE,
     CLIENT_PORT, NAMESPACE, PORT, SELECTOR, TICK, TRIGGER_CONTAINER,
 };
+
+/// Two dual-stack nodes: (name, IPv4, IPv6, IPv4 pods, IPv6 pods).
+pub const TWO_NODES: [(&str, &str, &str, &str, &str); 2] = [
+    ("node-a", "192.0.2.1", "2001:db8::1", "10.244.0.0/24", "fd00:10:244::/64"),
+    ("node-b", "192.0.2.3", "2001:db8::3", "10.244.1.0/24", "fd00:10:244:1::/64"),
+];
+/// The clients' addresses on the nodes' LAN.
+pub const LAN_CLIENT: (&str, &str) = ("192.0.2.2", "2001:db8::2");
+
+/// Starts [`TWO_NODES`] on `lan` with the portmap plugin in `portmap`, and
+/// loads `images` into each.
+pub fn start_two_nodes(
+    cp: &ControlPlane,
+    lan: &Lan,
+    portmap: &Path,
+    images: &[Built],
+) -> Result<Vec<RealNode>> {
+    let mut nodes = Vec::new();
+    for (name, address, address6, pods, pods6) in TWO_NODES {
+        let ipv6 = Some(Ipv6Spec { address: address6, pod_cidr: pods6, client_address: LAN_CLIENT.1 });
+        let spec = NodeSpec {
+            name,
+            address,
+            pod_cidr: pods,
+            client_address: LAN_CLIENT.0,
+            portmap,
+            ipv6,
+            lan: Some(lan),
+        };
+        let node = RealNode::start(cp, &spec).map_err(|e| e.during(&format!("start {name}")))?;
+        for image in images {
+            node.import(image)?;
+        }
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -138,6 +176,11 @@ impl<'a> Cluster<'a> {
         Ok(cluster)
     }
 
+    /// How the DaemonSet runs now.
+    pub fn agent(&self) -> Agent {
+        self.agent
+    }
+
     /// The agent pods, as the API lists them.
     pub fn agents(&self) -> Vec<Agentpod> {
         let out = self.cp.kubectl(&["-n", AGENT_NAMESPACE, "get", "pods", "-l", SELECTOR, "-o", "json"]);
@@ -188,12 +231,17 @@ impl<'a> Cluster<'a> {
         self.clients.iter().map(|c| c.stream.now()).collect()
     }
 
-    /// Rolls the DaemonSet to run as `agent` and waits until every node
-    /// runs a new agent.
+    /// Rolls the DaemonSet to run as `agent` (a restart when it already
+    /// does) and waits until every node runs a new agent.
     pub fn roll(&mut self, agent: Agent) -> Result<Vec<Replaced>> {
         let old: Vec<Agentpod> = (0..self.nodes.len()).map(|i| self.agent_on(i)).collect::<Result<_>>()?;
         let began = self.began_now();
-        checked(patch_agent(self.cp, &self.shipped, agent), "roll the DaemonSet")?;
+        let out = if agent == self.agent {
+            self.cp.kubectl(&["-n", AGENT_NAMESPACE, "rollout", "restart", "daemonset/statsd"])
+        } else {
+            patch_agent(self.cp, &self.shipped, agent)
+        };
+        checked(out, "roll the DaemonSet")?;
         self.agent = agent;
         let mut replaced = Vec::new();
         for (i, old) in old.into_iter().enumerate() {
