@@ -160,7 +160,7 @@ fn ran_on_its_node(cluster: &Cluster, job: &FlushJob, deleted: u64) {
     );
     assert!(job.succeeded, "{}: not succeeded", job.name);
     assert_eq!(job.ran_on, job.node, "{}: ran on another node", job.name);
-    assert_eq!(logs, [job.node.clone()], "{}: its pod's log", job.name);
+    assert_eq!(logs, std::slice::from_ref(&job.node), "{}: its pod's log", job.name);
     assert_eq!(
         (summary["deleted"].as_u64(), summary["failed"].as_u64()),
         (Some(deleted), Some(0)),

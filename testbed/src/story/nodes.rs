@@ -50,7 +50,7 @@ pub fn start_two_nodes(
             ipv6,
             lan: Some(lan),
         };
-        let node = RealNode::start(cp, &spec).map_err(|e| e.during(&format!("start {name}")))?;
+        let node = RealNode::start(cp, &spec).map_err(|e| e.during(format!("start {name}")))?;
         for image in images {
             node.import(image)?;
         }
