@@ -227,9 +227,12 @@ fn flows(
 ) -> (Vec<Option<Duration>>, Option<Duration>) {
     let mut outages = Vec::new();
     let mut last: Option<Duration> = Some(Duration::ZERO);
+    // One patience for all flows: a stale flow must not hold the next one's wait.
+    let deadline = std::time::Instant::now() + patience;
     for (c, client) in cluster.clients.iter().enumerate() {
         let r = &replaced[client.node];
-        let first = client.stream.wait_for(&r.new.name, r.began[c], patience);
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let first = client.stream.wait_for(&r.new.name, r.began[c], left);
         outages.push(first.zip(client.stream.last_from(&r.old.name)).map(|(f, l)| f.saturating_sub(l)));
         last = last.zip(first.map(|f| f.saturating_sub(r.began[c]))).map(|(a, b)| a.max(b));
     }
@@ -260,9 +263,14 @@ fn two_nodes(root: &Path, images: &[Built], runs: usize) {
             }
             let replaced = cluster.roll(agent).expect("a measured rollout");
             let (outages, end) = flows(&cluster, &replaced, Duration::from_secs(20));
-            let swept = if end.is_none() { repair(&mut cluster) } else { None };
+            let swept = end.is_none().then(|| repair(&mut cluster));
             let cells: Vec<String> = outages.iter().map(|o| ms(*o)).collect();
-            println!("| {run} | {label} | {} | {} | {} |", cells.join(" | "), ms(end), ms(swept));
+            println!(
+                "| {run} | {label} | {} | {} | {} |",
+                cells.join(" | "),
+                ms(end),
+                swept.map_or_else(|| "-".to_owned(), ms)
+            );
         }
     }
 }

@@ -18,7 +18,7 @@ use testbed::node::{Lan, RealNode};
 use testbed::require;
 use testbed::scratch::Scratch;
 use testbed::story::nodes::{
-    start_two_nodes, sweep_done, Agentpod, Cluster, EntryWatch, Family, FlushJob, Replaced, LAN_CLIENT,
+    start_two_nodes, sweep_done, Cluster, EntryWatch, Family, FlushJob, NodeAgent, Replaced, LAN_CLIENT,
     TWO_NODES,
 };
 use testbed::story::{self, Agent, Trigger};
@@ -349,7 +349,7 @@ fn the_host_network_switch_on_1_1_1_is_repaired_by_each_trigger(cluster: &mut Cl
 
 /// Each family's outage on each node: from the old pod's last answer to
 /// the new pod's first.
-fn outages(cluster: &Cluster, replaced: &[Replaced], responder: impl Fn(&Agentpod) -> String) {
+fn outages(cluster: &Cluster, replaced: &[Replaced], responder: impl Fn(&NodeAgent) -> String) {
     for r in replaced {
         for (c, client) in cluster.clients.iter().enumerate().filter(|(_, c)| c.node == r.node) {
             let first = client.stream.wait_for(&responder(&r.new), r.began[c], Duration::from_secs(30));

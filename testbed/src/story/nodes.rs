@@ -88,7 +88,7 @@ pub struct Client {
 
 /// An agent pod as the API lists it, with its node and both its IPs.
 #[derive(Debug, Clone)]
-pub struct Agentpod {
+pub struct NodeAgent {
     pub name: String,
     pub node: String,
     pub ips: Vec<String>,
@@ -96,7 +96,7 @@ pub struct Agentpod {
     deleting: bool,
 }
 
-impl Agentpod {
+impl NodeAgent {
     pub fn ip(&self, family: Family) -> Option<&str> {
         self.ips.iter().map(String::as_str).find(|ip| Family::of(ip) == family)
     }
@@ -110,8 +110,8 @@ impl Agentpod {
 #[derive(Debug, Clone)]
 pub struct Replaced {
     pub node: usize,
-    pub old: Agentpod,
-    pub new: Agentpod,
+    pub old: NodeAgent,
+    pub new: NodeAgent,
     /// When the replacement began, on the stream clock of each client (by
     /// the client's index).
     pub began: Vec<Duration>,
@@ -182,7 +182,7 @@ impl<'a> Cluster<'a> {
     }
 
     /// The agent pods, as the API lists them.
-    pub fn agents(&self) -> Vec<Agentpod> {
+    pub fn agents(&self) -> Vec<NodeAgent> {
         let out = self.cp.kubectl(&["-n", AGENT_NAMESPACE, "get", "pods", "-l", SELECTOR, "-o", "json"]);
         let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
@@ -190,7 +190,7 @@ impl<'a> Cluster<'a> {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|p| Agentpod {
+            .map(|p| NodeAgent {
                 name: text(&p["metadata"]["name"]),
                 node: text(&p["spec"]["nodeName"]),
                 ips: p["status"]["podIPs"].as_array().into_iter().flatten().map(|i| text(&i["ip"])).collect(),
@@ -201,7 +201,7 @@ impl<'a> Cluster<'a> {
     }
 
     /// Waits for a running agent on node `i` that is none of `old`.
-    fn wait_for_agent(&self, i: usize, old: &[Agentpod], timeout: Duration) -> Result<Agentpod> {
+    fn wait_for_agent(&self, i: usize, old: &[NodeAgent], timeout: Duration) -> Result<NodeAgent> {
         let deadline = Instant::now() + timeout;
         let node = &self.nodes[i].name;
         loop {
@@ -223,7 +223,7 @@ impl<'a> Cluster<'a> {
     }
 
     /// The running agent on node `i`.
-    pub fn agent_on(&self, i: usize) -> Result<Agentpod> {
+    pub fn agent_on(&self, i: usize) -> Result<NodeAgent> {
         self.wait_for_agent(i, &[], Duration::from_secs(30))
     }
 
@@ -234,7 +234,7 @@ impl<'a> Cluster<'a> {
     /// Rolls the DaemonSet to run as `agent` (a restart when it already
     /// does) and waits until every node runs a new agent.
     pub fn roll(&mut self, agent: Agent) -> Result<Vec<Replaced>> {
-        let old: Vec<Agentpod> = (0..self.nodes.len()).map(|i| self.agent_on(i)).collect::<Result<_>>()?;
+        let old: Vec<NodeAgent> = (0..self.nodes.len()).map(|i| self.agent_on(i)).collect::<Result<_>>()?;
         let began = self.began_now();
         let out = if agent == self.agent {
             self.cp.kubectl(&["-n", AGENT_NAMESPACE, "rollout", "restart", "daemonset/statsd"])
