@@ -14,12 +14,24 @@
 //!   with the medians of the outage (old pod's last answer to the new pod's
 //!   first) and the repair (the new pod's sandbox networked to its first
 //!   answer), and, where the entry was stale, how long a sweep by hand took.
+//! - **Two dual-stack nodes** (testbed::story::nodes), portmap 0.8.7:
+//!   `BENCH_TWO_NODE_RUNS` (default 3) rolling updates of the two-node
+//!   DaemonSet with the trigger as shipped and as many without it, each a
+//!   restart from its own pod spec. Each prints every node's outage per
+//!   family (old pod's last answer to the new pod's first, from a client
+//!   on the nodes' LAN sending every 10 ms) and the rolling update end to
+//!   end: from the rollout's start to the last flow answered by its node's
+//!   new pod. Without the trigger the flows stay stale; a sweep by hand
+//!   repairs them before the next run, and how long it took is printed.
 
 use std::path::Path;
 use std::time::Duration;
 
 use testbed::controlplane::ControlPlane;
+use testbed::image::Built;
+use testbed::node::Lan;
 use testbed::node::{NodeSpec, RealNode};
+use testbed::story::nodes::{start_two_nodes, Cluster, Replaced, LAN_CLIENT};
 use testbed::story::{self, Agent, Rollout, Seen, Story, Trigger, TOUR};
 
 fn median(mut values: Vec<Duration>) -> Option<Duration> {
@@ -130,6 +142,8 @@ fn main() {
         pod_cidr: "10.244.0.0/24",
         client_address: "192.0.2.2",
         portmap: &first,
+        ipv6: None,
+        lan: None,
     };
     let node = RealNode::start(&cp, &spec).expect("node");
     for image in &images {
@@ -196,5 +210,80 @@ fn main() {
     }
     drop(story);
     drop(node);
+    drop(cp);
+    let two_runs = env_count("BENCH_TWO_NODE_RUNS", 3);
+    if two_runs > 0 {
+        two_nodes(root, &images, two_runs);
+    }
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Each flow's outage on a rolling update, and when the last flow was
+/// answered by its node's new pod (since the rollout began), if all were.
+fn flows(
+    cluster: &Cluster,
+    replaced: &[Replaced],
+    patience: Duration,
+) -> (Vec<Option<Duration>>, Option<Duration>) {
+    let mut outages = Vec::new();
+    let mut last: Option<Duration> = Some(Duration::ZERO);
+    // One patience for all flows: a stale flow must not hold the next one's wait.
+    let deadline = std::time::Instant::now() + patience;
+    for (c, client) in cluster.clients.iter().enumerate() {
+        let r = &replaced[client.node];
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let first = client.stream.wait_for(&r.new.name, r.began[c], left);
+        outages.push(first.zip(client.stream.last_from(&r.old.name)).map(|(f, l)| f.saturating_sub(l)));
+        last = last.zip(first.map(|f| f.saturating_sub(r.began[c]))).map(|(a, b)| a.max(b));
+    }
+    (outages, last)
+}
+
+/// Rolling updates of the two-node DaemonSet on portmap 0.8.7, with the
+/// trigger as shipped and without it.
+fn two_nodes(root: &Path, images: &[Built], runs: usize) {
+    let nodes: Vec<(&str, &str)> = story::nodes::TWO_NODES.iter().map(|n| (n.0, n.1)).collect();
+    let cp = ControlPlane::for_kubelets(&nodes).expect("control plane");
+    let lan = Lan::new(LAN_CLIENT.0, LAN_CLIENT.1);
+    let portmap = story::portmap_dir(root, "v0.8.7").expect("portmap");
+    let nodes = start_two_nodes(&cp, &lan, &portmap, images).expect("two nodes");
+    let refs: Vec<&RealNode> = nodes.iter().collect();
+    let mut cluster = Cluster::install(&cp, &refs, &lan, root).expect("install");
+    println!(
+        "\nTwo dual-stack nodes, portmap 0.8.7: a rolling update of the DaemonSet, {runs} runs of each\n"
+    );
+    println!("| run | agent | node-a IPv4 | node-a IPv6 | node-b IPv4 | node-b IPv6 | end to end | a sweep by hand repaired in |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for run in 1..=runs {
+        for (label, trigger) in [("trigger as shipped", Trigger::Container), ("no tool", Trigger::None)] {
+            let agent = Agent { trigger, host_network: false };
+            if cluster.agent() != agent {
+                cluster.roll(agent).expect("switch the agent's spec");
+                repair(&mut cluster);
+            }
+            let replaced = cluster.roll(agent).expect("a measured rollout");
+            let (outages, end) = flows(&cluster, &replaced, Duration::from_secs(20));
+            let swept = end.is_none().then(|| repair(&mut cluster));
+            let cells: Vec<String> = outages.iter().map(|o| ms(*o)).collect();
+            println!(
+                "| {run} | {label} | {} | {} | {} |",
+                cells.join(" | "),
+                ms(end),
+                swept.map_or_else(|| "-".to_owned(), ms)
+            );
+        }
+    }
+}
+
+/// A sweep by hand; how long until every flow was answered by its node's
+/// agent.
+fn repair(cluster: &mut Cluster) -> Option<Duration> {
+    let run = cluster.sweep_once().expect("a sweep by hand");
+    let mut last = Some(Duration::ZERO);
+    for (c, client) in cluster.clients.iter().enumerate() {
+        let agent = cluster.agent_on(client.node).expect("an agent");
+        let first = client.stream.wait_for(&agent.name, run.began[c], Duration::from_secs(20));
+        last = last.zip(first.map(|f| f.saturating_sub(run.began[c]))).map(|(a, b)| a.max(b));
+    }
+    last
 }

@@ -156,6 +156,8 @@ fn on_a_real_node() {
         pod_cidr: "10.244.0.0/24",
         client_address: CLIENT_IP,
         portmap: &first,
+        ipv6: None,
+        lan: None,
     };
     let node = RealNode::start(&cp, &spec).unwrap_or_else(|e| panic!("node: {e}"));
     for image in &images {

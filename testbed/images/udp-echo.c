@@ -1,5 +1,5 @@
-/* The stand-in agent of the real-node tests: listens on UDP 8125 like a
- * statsd agent and answers every datagram with "<hostname> <datagram>", so
+/* The stand-in agent of the real-node tests: listens on UDP 8125 (both
+ * families: one IPv6 socket that also takes IPv4) like a statsd agent and answers every datagram with "<hostname> <datagram>", so
  * that a client outside the node sees which pod (its hostname) received it.
  * Test tooling, never shipped. */
 #include <netinet/in.h>
@@ -18,12 +18,15 @@ static void stop(int signal) {
 int main(void) {
     char host[128] = "unknown";
     char in[512], out[768];
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(8125)};
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in6 addr = {.sin6_family = AF_INET6, .sin6_port = htons(8125)};
+    int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+    int v6only = 0;
 
     signal(SIGTERM, stop);
     signal(SIGINT, stop);
     gethostname(host, sizeof host - 1);
+    if (fd >= 0)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
     if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
         perror("udp-echo: bind :8125");
         return 1;
@@ -35,7 +38,7 @@ int main(void) {
     printf("udp-echo %s listening on :8125/udp at %lld.%09ld\n", host, (long long)now.tv_sec, now.tv_nsec);
     fflush(stdout);
     for (;;) {
-        struct sockaddr_in from;
+        struct sockaddr_in6 from;
         socklen_t len = sizeof from;
         ssize_t n = recvfrom(fd, in, sizeof in - 1, 0, (struct sockaddr *)&from, &len);
         if (n < 0)

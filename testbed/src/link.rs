@@ -38,3 +38,10 @@ pub fn veth(near: End, far: End) {
 pub fn default_route(ns: &Netns, gateway: &str) {
     ns.exec(&["ip", "route", "add", "default", "via", gateway]);
 }
+
+/// Adds an IPv6 `/64` address without duplicate address detection: a
+/// fresh link is the only one using it, and detection holds the address
+/// back (tentative) for a second or more.
+pub fn add_ipv6(ns: &Netns, dev: &str, address: &str) {
+    ns.exec(&["ip", "-6", "addr", "add", &format!("{address}/64"), "dev", dev, "nodad"]);
+}

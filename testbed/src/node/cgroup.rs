@@ -28,8 +28,8 @@ fn alive(pid: &str) -> bool {
 }
 
 /// What a node of a run that was killed (and so never dropped) left: its
-/// processes and cgroups, and its network namespaces, found by the pid in
-/// their names.
+/// processes and cgroups, its directory, and its network namespaces (the
+/// LAN's too), found by the pid in their names.
 pub(super) fn remove_leftovers() {
     for hierarchy in cgroup_hierarchies() {
         let Ok(entries) = std::fs::read_dir(&hierarchy) else { continue };
@@ -52,14 +52,28 @@ pub(super) fn remove_leftovers() {
             remove_cgroups(&entry.path());
         }
     }
+    remove_node_dirs();
     let Ok(namespaces) = std::fs::read_dir("/run/netns") else { return };
     for ns in namespaces.flatten() {
         let name = ns.file_name().to_string_lossy().into_owned();
         let parts: Vec<&str> = name.split('-').collect();
-        if let ["fct", "knode" | "kclient", pid, _] = parts.as_slice() {
+        if let ["fct", "knode" | "kclient" | "klan", pid, _] = parts.as_slice() {
             if !alive(pid) {
                 let _ = Command::new("ip").args(["netns", "del", &name]).output();
             }
+        }
+    }
+}
+
+/// The directories of dead runs' nodes (`<temp>/fct-node-<name>-<pid>`),
+/// once their processes are gone.
+fn remove_node_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("fct-node-").and_then(|n| n.rsplit('-').next()) else { continue };
+        if pid.parse::<u32>().is_ok() && !alive(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }

@@ -22,14 +22,18 @@ impl RealNode {
     fn conflist(&self, spec: &NodeSpec) -> String {
         let d = |p: &str| self.path(p);
         let gateway = spec.pod_cidr.rsplit_once('.').map(|(net, _)| format!("{net}.1")).unwrap_or_default();
+        let mut ranges = vec![serde_json::json!([{"subnet": spec.pod_cidr, "gateway": gateway}])];
+        let mut routes = vec![serde_json::json!({"dst": "0.0.0.0/0"})];
+        if let Some(v6) = spec.ipv6 {
+            ranges.push(serde_json::json!([{"subnet": v6.pod_cidr, "gateway": ipv6_gateway(v6.pod_cidr)}]));
+            routes.push(serde_json::json!({"dst": "::/0"}));
+        }
         let conflist = serde_json::json!({
             "cniVersion": "0.4.0",
             "name": "fct-pods",
             "plugins": [
                 {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-                 "ipam": {"type": "host-local", "dataDir": d("cni/ipam"),
-                          "ranges": [[{"subnet": spec.pod_cidr, "gateway": gateway}]],
-                          "routes": [{"dst": "0.0.0.0/0"}]}},
+                 "ipam": {"type": "host-local", "dataDir": d("cni/ipam"), "ranges": ranges, "routes": routes}},
                 {"type": "portmap", "capabilities": {"portMappings": true}}
             ]
         });
@@ -122,6 +126,20 @@ nodeStatusReportFrequency: 10s
     }
 }
 
+/// The first address of an IPv6 subnet written as `PREFIX::/LEN`. Pure.
+fn ipv6_gateway(cidr: &str) -> String {
+    let prefix = cidr.split('/').next().unwrap_or(cidr);
+    format!("{prefix}1")
+}
+
 pub(super) fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(io(path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_gateway_of_an_ipv6_pod_range() {
+        assert_eq!(super::ipv6_gateway("fd00:10:244:1::/64"), "fd00:10:244:1::1");
+    }
 }

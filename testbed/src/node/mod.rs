@@ -13,11 +13,14 @@
 
 mod cgroup;
 mod config;
+mod lan;
 mod proxy;
+mod sysctls;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sched::CloneFlags;
@@ -31,16 +34,7 @@ use crate::image::Built;
 use crate::link::{self, End};
 use crate::netns::Netns;
 
-/// The kubelet sets these host-wide; they are read before it starts and
-/// written back on drop.
-const KUBELET_SYSCTLS: &[&str] = &[
-    "vm/overcommit_memory",
-    "vm/panic_on_oom",
-    "kernel/panic",
-    "kernel/panic_on_oops",
-    "kernel/keys/root_maxkeys",
-    "kernel/keys/root_maxbytes",
-];
+pub use self::lan::Lan;
 
 /// Where the node's pods reach the API server (through [`ApiProxy`]).
 const API_PORT: u16 = 6443;
@@ -55,33 +49,45 @@ pub struct NodeSpec<'a> {
     /// The pods' subnet, e.g. `10.244.0.0/24`.
     pub pod_cidr: &'a str,
     /// A client outside the node, on the node's link: where datagrams to
-    /// the hostPort come from.
+    /// the hostPort come from. On a [`Lan`], the LAN's client address.
     pub client_address: &'a str,
+    /// A dual-stack node: its IPv6 address (a second InternalIP) and its
+    /// pods' IPv6 subnet (a `/64`).
+    pub ipv6: Option<Ipv6Spec<'a>>,
+    /// A link shared with other nodes and their clients; without one, the
+    /// node has a client namespace of its own.
+    pub lan: Option<&'a Lan>,
     /// A directory holding the `portmap` plugin to use; the other plugins
     /// are Debian's.
     pub portmap: &'a Path,
 }
 
+#[derive(Clone, Copy)]
+pub struct Ipv6Spec<'a> {
+    pub address: &'a str,
+    pub pod_cidr: &'a str,
+    /// The client's IPv6 address on the node's own link (unused on a [`Lan`]).
+    pub client_address: &'a str,
+}
+
 pub struct RealNode {
     pub name: String,
     pub address: String,
+    /// The node's IPv6 address, on a dual-stack node.
+    pub address6: Option<String>,
     /// The node's network namespace: its table, rules and listeners.
     pub ns: Netns,
-    /// A host outside the node, linked to it: clients of hostPorts run here.
-    pub client: Netns,
+    /// A host outside the node, linked to it: clients of hostPorts run here
+    /// (shared by the nodes of a [`Lan`]).
+    pub client: Arc<Netns>,
     pub client_address: String,
     pub dir: PathBuf,
     cni_bin: PathBuf,
     holder: Child,
     daemons: Vec<Child>,
     cgroup: String,
-    sysctls: Vec<(String, String)>,
     proxy: Option<ApiProxy>,
     socket: PathBuf,
-}
-
-fn sysctl_path(key: &str) -> PathBuf {
-    Path::new("/proc/sys").join(key)
 }
 
 impl RealNode {
@@ -119,24 +125,19 @@ impl RealNode {
         ] {
             std::fs::create_dir_all(dir.join(sub)).map_err(io(dir.join(sub).display()))?;
         }
-        let sysctls = KUBELET_SYSCTLS
-            .iter()
-            .filter_map(|k| {
-                Some((k.to_string(), std::fs::read_to_string(sysctl_path(k)).ok()?.trim().to_owned()))
-            })
-            .collect();
+        sysctls::save();
         Ok(RealNode {
             name: spec.name.to_owned(),
             address: spec.address.to_owned(),
+            address6: spec.ipv6.map(|v6| v6.address.to_owned()),
             ns: Netns::new("knode"),
-            client: Netns::new("kclient"),
+            client: spec.lan.map_or_else(|| Arc::new(Netns::new("kclient")), |lan| lan.ns.clone()),
             client_address: spec.client_address.to_owned(),
             dir: dir.clone(),
             cni_bin: dir.join("cni/bin"),
             holder: Command::new("true").spawn().map_err(error::spawn("true"))?,
             daemons: Vec::new(),
             cgroup: format!("fct-node-{}-{}", spec.name, std::process::id()),
-            sysctls,
             proxy: None,
             socket: dir.join("containerd.sock"),
         })
@@ -163,7 +164,7 @@ impl RealNode {
                 format!("--root-dir={}", dir.join("kubelet").display()),
                 format!("--cert-dir={}", dir.join("pki").display()),
                 format!("--hostname-override={}", spec.name),
-                format!("--node-ip={}", spec.address),
+                format!("--node-ip={}", node_ips(spec)),
                 "--v=1".to_owned(),
             ]),
         )?;
@@ -189,12 +190,25 @@ impl RealNode {
     /// The node's address on a link to the outside, where clients in their
     /// own namespaces reach its hostPorts; the route pods take to the API.
     fn network(&self, spec: &NodeSpec) -> Result<()> {
-        let client = &self.client;
-        link::veth(
-            End { ns: &self.ns, name: "eth0", address: Some(&format!("{}/24", spec.address)) },
-            End { ns: client, name: "eth0", address: Some(&format!("{}/24", spec.client_address)) },
-        );
-        link::default_route(client, spec.address);
+        let node_end = End { ns: &self.ns, name: "eth0", address: Some(&format!("{}/24", spec.address)) };
+        match spec.lan {
+            Some(lan) => lan.attach(node_end, spec.name),
+            None => {
+                let client = &self.client;
+                let address = format!("{}/24", spec.client_address);
+                link::veth(node_end, End { ns: client, name: "eth0", address: Some(&address) });
+                link::default_route(client, spec.address);
+                if let Some(v6) = spec.ipv6 {
+                    link::add_ipv6(client, "eth0", v6.client_address);
+                }
+            }
+        }
+        if let Some(v6) = spec.ipv6 {
+            link::add_ipv6(&self.ns, "eth0", v6.address);
+            // The bridge plugin turns it on at the first pod; the hostPort's
+            // DNAT to a pod needs it from then on either way.
+            self.ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        }
         // No kube-proxy here: the Service IP of the API server, as pods see
         // it, is translated to the proxy on the node's address.
         // Host-network pods need a route towards the Service range before
@@ -380,9 +394,7 @@ impl RealNode {
             let _ = child.wait();
         }
         cgroup::remove(&self.cgroup);
-        for (key, value) in &self.sysctls {
-            let _ = std::fs::write(sysctl_path(key), value);
-        }
+        sysctls::restore();
     }
 }
 
@@ -392,6 +404,14 @@ impl Drop for RealNode {
         if std::env::var_os("FCT_KEEP_NODE_DIR").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// `--node-ip`: the IPv4 address, and the IPv6 one on a dual-stack node.
+fn node_ips(spec: &NodeSpec) -> String {
+    match spec.ipv6 {
+        Some(v6) => format!("{},{}", spec.address, v6.address),
+        None => spec.address.to_owned(),
     }
 }
 

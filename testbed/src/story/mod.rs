@@ -6,6 +6,7 @@
 
 mod agent;
 mod install;
+pub mod nodes;
 mod rollout;
 mod tour;
 
@@ -89,29 +90,7 @@ pub struct Story<'a> {
 impl<'a> Story<'a> {
     /// Installs the overlay, waits for the agent and starts the client.
     pub fn install(cp: &'a ControlPlane, node: &'a RealNode, root: &Path) -> Result<Story<'a>> {
-        // As a user reads the digest of what they pushed from the registry.
-        let digest = node.digest_of(PUSHED_IMAGE)?;
-        let yaml = rendered_overlay(root, &digest)?;
-        cp.apply(&yaml).map_err(|e| e.during("kubectl apply the statsd overlay"))?;
-        // The scheduled sweep would repair, at its own time, what a case
-        // must see stale; the story runs its sweeps by hand.
-        checked(
-            cp.kubectl(&[
-                "-n",
-                NAMESPACE,
-                "patch",
-                "cronjob",
-                "flush-conntrack-sweep",
-                "-p",
-                r#"{"spec":{"suspend":true}}"#,
-            ]),
-            "suspend the scheduled sweep",
-        )?;
-        let ds = checked(
-            cp.kubectl(&["-n", AGENT_NAMESPACE, "get", "daemonset", "statsd", "-o", "json"]),
-            "get the DaemonSet",
-        )?;
-        let ds: Value = serde_json::from_slice(&ds.stdout).map_err(json("the DaemonSet"))?;
+        let shipped = apply_overlay(cp, node, root)?;
         let hostname =
             std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned();
         let stream =
@@ -123,7 +102,7 @@ impl<'a> Story<'a> {
             node,
             stream,
             loopback,
-            shipped: ds["spec"]["template"]["spec"].clone(),
+            shipped,
             agent: Agent { trigger: Trigger::Container, host_network: false },
             hostname,
             sweeps: 0,
@@ -191,20 +170,7 @@ impl<'a> Story<'a> {
 
     /// flush-conntrack's Events regarding a pod, as (type, reason), in order.
     pub fn events_in(&self, namespace: &str, pod: &str) -> Vec<EventSeen> {
-        let out = self.cp.kubectl(&["-n", namespace, "get", "events.events.k8s.io", "-o", "json"]);
-        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let mut events: Vec<(String, String, String)> = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["regarding"]["name"] == pod && e["reportingController"] == "flush-conntrack")
-            .map(|e| {
-                let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
-                (text("eventTime"), text("type"), text("reason"))
-            })
-            .collect();
-        events.sort();
-        events.into_iter().map(|(_, t, r)| (t, r)).collect()
+        events_in(self.cp, namespace, pod)
     }
 
     /// Where the node's entry for the client's flow sends replies from.
@@ -257,4 +223,51 @@ impl<'a> Story<'a> {
         let pod = String::from_utf8_lossy(&pods.stdout).to_string();
         Ok((started, self.node.container_log(NAMESPACE, &pod, "sweep"), self.events_in(NAMESPACE, &pod)))
     }
+}
+
+/// flush-conntrack's Events regarding a pod, as (type, reason), in order.
+pub fn events_in(cp: &ControlPlane, namespace: &str, pod: &str) -> Vec<EventSeen> {
+    let out = cp.kubectl(&["-n", namespace, "get", "events.events.k8s.io", "-o", "json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let mut events: Vec<(String, String, String)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["regarding"]["name"] == pod && e["reportingController"] == "flush-conntrack")
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (text("eventTime"), text("type"), text("reason"))
+        })
+        .collect();
+    events.sort();
+    events.into_iter().map(|(_, t, r)| (t, r)).collect()
+}
+
+/// Applies the statsd overlay as a user would, the image pinned by the
+/// digest `node` holds, and suspends the scheduled sweep: it would repair,
+/// at its own time, what a case must see stale; the stories run their
+/// sweeps by hand. Returns the DaemonSet's pod spec as shipped.
+pub fn apply_overlay(cp: &ControlPlane, node: &RealNode, root: &Path) -> Result<Value> {
+    // As a user reads the digest of what they pushed from the registry.
+    let digest = node.digest_of(PUSHED_IMAGE)?;
+    let yaml = rendered_overlay(root, &digest)?;
+    cp.apply(&yaml).map_err(|e| e.during("kubectl apply the statsd overlay"))?;
+    checked(
+        cp.kubectl(&[
+            "-n",
+            NAMESPACE,
+            "patch",
+            "cronjob",
+            "flush-conntrack-sweep",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ]),
+        "suspend the scheduled sweep",
+    )?;
+    let ds = checked(
+        cp.kubectl(&["-n", AGENT_NAMESPACE, "get", "daemonset", "statsd", "-o", "json"]),
+        "get the DaemonSet",
+    )?;
+    let ds: Value = serde_json::from_slice(&ds.stdout).map_err(json("the DaemonSet"))?;
+    Ok(ds["spec"]["template"]["spec"].clone())
 }

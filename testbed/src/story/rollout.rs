@@ -151,18 +151,7 @@ impl Story<'_> {
         let out = if agent == self.agent {
             self.cp.kubectl(&["-n", AGENT_NAMESPACE, "rollout", "restart", "daemonset/statsd"])
         } else {
-            let spec = pod_spec(&self.shipped, agent);
-            let patch = json!([{"op": "replace", "path": "/spec/template/spec", "value": spec}]).to_string();
-            self.cp.kubectl(&[
-                "-n",
-                AGENT_NAMESPACE,
-                "patch",
-                "daemonset",
-                "statsd",
-                "--type=json",
-                "-p",
-                &patch,
-            ])
+            patch_agent(self.cp, &self.shipped, agent)
         };
         checked(out, "roll the DaemonSet")?;
         self.agent = agent;
@@ -218,6 +207,17 @@ impl Story<'_> {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Rolls the DaemonSet to run as `agent`: its pod spec as shipped, changed.
+pub(super) fn patch_agent(
+    cp: &crate::controlplane::ControlPlane,
+    shipped: &Value,
+    agent: Agent,
+) -> std::process::Output {
+    let spec = pod_spec(shipped, agent);
+    let patch = json!([{"op": "replace", "path": "/spec/template/spec", "value": spec}]).to_string();
+    cp.kubectl(&["-n", AGENT_NAMESPACE, "patch", "daemonset", "statsd", "--type=json", "-p", &patch])
 }
 
 /// What the watch saw of both pods, once the old one is gone (or 30 s on).
