@@ -506,4 +506,20 @@ mod tests {
         assert!(!same_flush(&labelled_ours, &wanted), "pinned elsewhere, annotated as ours");
         assert!(!same_flush(&elsewhere, &wanted), "another node's flush");
     }
+
+    #[test]
+    fn one_toleration_of_every_taint_whatever_the_template_tolerates() {
+        let pinned = |given: serde_json::Value| {
+            let spec = serde_json::json!({"containers": [], "tolerations": given});
+            let mut pod: PodSpec = serde_json::from_value(spec).unwrap();
+            pin(&mut pod, "node-a");
+            pod.tolerations.unwrap()
+        };
+        let every = serde_json::json!({"operator": "Exists"});
+        assert_eq!(pinned(serde_json::json!([every])).len(), 1, "it already tolerates every taint");
+        let keyed = serde_json::json!({"key": "dedicated", "operator": "Exists"});
+        let both = pinned(serde_json::json!([keyed]));
+        assert_eq!(both.len(), 2, "a keyed Exists tolerates one taint only");
+        assert!(both[1].key.is_none() && both[1].operator.as_deref() == Some("Exists"), "{both:?}");
+    }
 }
