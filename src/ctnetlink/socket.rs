@@ -110,10 +110,7 @@ impl CtSocket {
     /// Reads one datagram; refuses a truncated one rather than lose entries.
     fn receive(&mut self, flags: libc::c_int) -> Result<usize, WireError> {
         let len = self.socket.recv(&mut &mut self.buf[..], flags | libc::MSG_TRUNC)?;
-        if len > self.buf.len() {
-            return Err(WireError::Truncated { len, buffer: self.buf.len() });
-        }
-        Ok(len)
+        whole(len, self.buf.len())
     }
 
     /// Sends a dump request and hands every entry to `each`, streaming: only
@@ -240,6 +237,16 @@ enum Payload {
 }
 
 /// Splits a datagram into netlink messages and decodes each.
+/// With `MSG_TRUNC` the kernel gives a datagram's whole length, even past
+/// the buffer: one that filled the buffer exactly is whole, a longer one
+/// lost its tail (and the entries in it).
+fn whole(len: usize, buffer: usize) -> Result<usize, WireError> {
+    match len > buffer {
+        true => Err(WireError::Truncated { len, buffer }),
+        false => Ok(len),
+    }
+}
+
 fn messages(mut buf: &[u8]) -> impl Iterator<Item = Result<(NetlinkHeader, Payload), WireError>> + '_ {
     std::iter::from_fn(move || {
         if buf.is_empty() {
@@ -374,5 +381,12 @@ mod tests {
         let first = messages(&datagram).next();
         assert!(matches!(first, Some(Err(WireError::Decode(_)))), "{:?}", first.map(|r| r.map(|(h, _)| h)));
         assert_eq!(messages(&datagram).count(), 1, "nothing after a bad header is read");
+    }
+
+    #[test]
+    fn a_datagram_longer_than_the_buffer_is_refused() {
+        assert_eq!(whole(65_536, 65_536).unwrap(), 65_536, "exactly full is whole");
+        assert_eq!(whole(20, 65_536).unwrap(), 20);
+        assert!(matches!(whole(65_537, 65_536), Err(WireError::Truncated { len: 65_537, buffer: 65_536 })));
     }
 }
