@@ -33,3 +33,21 @@ impl PartialEq for ConfigError {
 }
 
 impl Eq for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_by_what_the_user_reads_not_by_the_cause() {
+        let refused = ConfigError::new("MODE", "nuke", "must be one of flush, spawn, sweep, auto");
+        let caused = refused.clone().caused_by(std::io::Error::other("below"));
+        assert_eq!(refused, caused, "the cause does not change what the user reads");
+        assert_ne!(refused, ConfigError::new("MODE", "nuke2", "must be one of flush, spawn, sweep, auto"));
+        assert_ne!(refused, ConfigError::new("DRY_RUN", "nuke", "must be one of flush, spawn, sweep, auto"));
+        assert_ne!(refused, ConfigError::new("MODE", "nuke", "another reason"));
+        assert!(
+            std::error::Error::source(&caused).is_some() && std::error::Error::source(&refused).is_none()
+        );
+    }
+}

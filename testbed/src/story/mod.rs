@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::command::checked;
 use crate::controlplane::ControlPlane;
-use crate::error::{json, unexpected, Result};
+use crate::error::{json, unexpected, Error, Result};
 use crate::node::RealNode;
 use crate::stream::Stream;
 use crate::table;
@@ -168,6 +168,17 @@ impl<'a> Story<'a> {
         self.events_in(AGENT_NAMESPACE, pod)
     }
 
+    /// What the namespace's Jobs and pods were doing, and what the sweep
+    /// logged: said with a sweep that did not complete, so that a failure
+    /// shows where it stood.
+    fn sweep_state(&self) -> String {
+        let text = |args: &[&str]| String::from_utf8_lossy(&self.cp.kubectl(args).stdout).into_owned();
+        let objects = text(&["-n", NAMESPACE, "get", "jobs,pods", "-o", "wide"]);
+        let log =
+            text(&["-n", NAMESPACE, "logs", &format!("job/sweep-by-hand-{}", self.sweeps), "--tail=40"]);
+        format!("the Jobs and pods:\n{objects}\nthe sweep's log:\n{log}")
+    }
+
     /// flush-conntrack's Events regarding a pod, as (type, reason), in order.
     pub fn events_in(&self, namespace: &str, pod: &str) -> Vec<EventSeen> {
         events_in(self.cp, namespace, pod)
@@ -199,17 +210,16 @@ impl<'a> Story<'a> {
             ]),
             "kubectl create job --from",
         )?;
-        checked(
-            self.cp.kubectl(&[
-                "-n",
-                NAMESPACE,
-                "wait",
-                "--for=condition=complete",
-                &format!("job/{name}"),
-                "--timeout=90s",
-            ]),
-            "the sweep Job",
-        )?;
+        let waited = self.cp.kubectl(&[
+            "-n",
+            NAMESPACE,
+            "wait",
+            "--for=condition=complete",
+            &format!("job/{name}"),
+            "--timeout=90s",
+        ]);
+        checked(waited, "the sweep Job")
+            .map_err(|e| Error::In { step: self.sweep_state(), source: Box::new(e) })?;
         let pods = self.cp.kubectl(&[
             "-n",
             NAMESPACE,
