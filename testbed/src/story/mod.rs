@@ -174,9 +174,18 @@ impl<'a> Story<'a> {
     fn sweep_state(&self) -> String {
         let text = |args: &[&str]| String::from_utf8_lossy(&self.cp.kubectl(args).stdout).into_owned();
         let objects = text(&["-n", NAMESPACE, "get", "jobs,pods", "-o", "wide"]);
-        let log =
-            text(&["-n", NAMESPACE, "logs", &format!("job/sweep-by-hand-{}", self.sweeps), "--tail=40"]);
-        format!("the Jobs and pods:\n{objects}\nthe sweep's log:\n{log}")
+        let job = format!("sweep-by-hand-{}", self.sweeps);
+        let log = text(&["-n", NAMESPACE, "logs", &format!("job/{job}"), "--tail=40"]);
+        let nodes = text(&["get", "nodes", "-o", "custom-columns=NAME:.metadata.name,TAINTS:.spec.taints,READY:.status.conditions[?(@.type==\"Ready\")].status"]);
+        let pod = text(&[
+            "-n",
+            NAMESPACE,
+            "describe",
+            "pods",
+            "-l",
+            &format!("batch.kubernetes.io/job-name={job}"),
+        ]);
+        format!("the Jobs and pods:\n{objects}\nthe nodes:\n{nodes}\nthe sweep's pod:\n{pod}\nthe sweep's log:\n{log}")
     }
 
     /// flush-conntrack's Events regarding a pod, as (type, reason), in order.
