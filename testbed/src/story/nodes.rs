@@ -16,7 +16,7 @@ use crate::node::{Ipv6Spec, Lan, NodeSpec, RealNode};
 use crate::stream::Stream;
 use crate::table;
 
-use super::rollout::patch_agent;
+use super::rollout::roll_to;
 use super::{
     apply_overlay, events_in, json_lines, trigger_summary, Agent, EventSeen, Trigger, AGENT_NAMESPACE,
     CLIENT_PORT, NAMESPACE, PORT, SELECTOR, TICK, TRIGGER_CONTAINER,
@@ -236,12 +236,7 @@ impl<'a> Cluster<'a> {
     pub fn roll(&mut self, agent: Agent) -> Result<Vec<Replaced>> {
         let old: Vec<NodeAgent> = (0..self.nodes.len()).map(|i| self.agent_on(i)).collect::<Result<_>>()?;
         let began = self.began_now();
-        let out = if agent == self.agent {
-            self.cp.kubectl(&["-n", AGENT_NAMESPACE, "rollout", "restart", "daemonset/statsd"])
-        } else {
-            patch_agent(self.cp, &self.shipped, agent)
-        };
-        checked(out, "roll the DaemonSet")?;
+        roll_to(self.cp, &self.shipped, self.agent, agent)?;
         self.agent = agent;
         let mut replaced = Vec::new();
         for (i, old) in old.into_iter().enumerate() {

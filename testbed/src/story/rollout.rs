@@ -148,12 +148,7 @@ impl Story<'_> {
     /// Rolls the DaemonSet to `agent`: a patch of its pod spec, or a
     /// restart when the spec stays as it is.
     fn run_as(&mut self, agent: Agent) -> Result<()> {
-        let out = if agent == self.agent {
-            self.cp.kubectl(&["-n", AGENT_NAMESPACE, "rollout", "restart", "daemonset/statsd"])
-        } else {
-            patch_agent(self.cp, &self.shipped, agent)
-        };
-        checked(out, "roll the DaemonSet")?;
+        roll_to(self.cp, &self.shipped, self.agent, agent)?;
         self.agent = agent;
         Ok(())
     }
@@ -209,15 +204,22 @@ impl Story<'_> {
     }
 }
 
-/// Rolls the DaemonSet to run as `agent`: its pod spec as shipped, changed.
-pub(super) fn patch_agent(
+/// Rolls the DaemonSet from `now` to `agent`: a patch of its pod spec as
+/// shipped, or a restart when the spec stays as it is.
+pub(super) fn roll_to(
     cp: &crate::controlplane::ControlPlane,
     shipped: &Value,
+    now: Agent,
     agent: Agent,
-) -> std::process::Output {
-    let spec = pod_spec(shipped, agent);
-    let patch = json!([{"op": "replace", "path": "/spec/template/spec", "value": spec}]).to_string();
-    cp.kubectl(&["-n", AGENT_NAMESPACE, "patch", "daemonset", "statsd", "--type=json", "-p", &patch])
+) -> Result<()> {
+    let out = if agent == now {
+        cp.kubectl(&["-n", AGENT_NAMESPACE, "rollout", "restart", "daemonset/statsd"])
+    } else {
+        let spec = pod_spec(shipped, agent);
+        let patch = json!([{"op": "replace", "path": "/spec/template/spec", "value": spec}]).to_string();
+        cp.kubectl(&["-n", AGENT_NAMESPACE, "patch", "daemonset", "statsd", "--type=json", "-p", &patch])
+    };
+    checked(out, "roll the DaemonSet").map(|_| ())
 }
 
 /// What the watch saw of both pods, once the old one is gone (or 30 s on).
