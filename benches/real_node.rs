@@ -124,8 +124,10 @@ fn pairs(story: &mut Story, trigger: Trigger, without: Trigger, label: &str, cou
 }
 
 fn main() {
-    if !testbed::require::kernel_test("bench real_node", &["go", "kubectl", "containerd", "umoci", "skopeo"])
-    {
+    if !testbed::require::kernel_test(
+        "bench real_node",
+        &[testbed::node::TOOLS, testbed::node::DUAL_STACK_TOOLS].concat(),
+    ) {
         return;
     }
     let runs = env_count("BENCH_RUNS", 3);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use testbed::controlplane::ControlPlane;
-use testbed::node::{NodeSpec, RealNode};
+use testbed::node::{self, NodeSpec, RealNode};
 use testbed::require;
 use testbed::scratch::Scratch;
 use testbed::story::{self, Expect, Rollout, Seen, Story};
@@ -19,23 +19,6 @@ use testbed::story::{self, Expect, Rollout, Seen, Story};
 const NODE: &str = "node-a";
 const NODE_IP: &str = "192.0.2.1";
 const CLIENT_IP: &str = "192.0.2.2";
-const TOOLS: &[&str] = &[
-    "go",
-    "kubectl",
-    "openssl",
-    "containerd",
-    "containerd-shim-runc-v2",
-    "runc",
-    "ctr",
-    "umoci",
-    "skopeo",
-    "gcc",
-    "gzip",
-    "iptables",
-    "conntrack",
-    "nsenter",
-    "unshare",
-];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -132,7 +115,7 @@ fn summary_of(r: &Rollout) -> Value {
 
 #[test]
 fn on_a_real_node() {
-    if !require::kernel_test("on_a_real_node", TOOLS) {
+    if !require::kernel_test("on_a_real_node", node::TOOLS) {
         return;
     }
     let work = Scratch::new("images");

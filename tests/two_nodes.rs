@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use testbed::controlplane::ControlPlane;
-use testbed::node::{Lan, RealNode};
+use testbed::node::{self, Lan, RealNode};
 use testbed::require;
 use testbed::scratch::Scratch;
 use testbed::story::nodes::{
@@ -24,24 +24,6 @@ use testbed::story::nodes::{
 use testbed::story::{self, Agent, Trigger};
 
 const NODES: [(&str, &str, &str, &str, &str); 2] = TWO_NODES;
-const TOOLS: &[&str] = &[
-    "go",
-    "kubectl",
-    "openssl",
-    "containerd",
-    "containerd-shim-runc-v2",
-    "runc",
-    "ctr",
-    "umoci",
-    "skopeo",
-    "gcc",
-    "gzip",
-    "iptables",
-    "ip6tables",
-    "conntrack",
-    "nsenter",
-    "unshare",
-];
 const NO_TOOL: Agent = Agent { trigger: Trigger::None, host_network: false };
 const TRIGGER: Agent = Agent { trigger: Trigger::Container, host_network: false };
 const HOST_TRIGGER: Agent = Agent { trigger: Trigger::Container, host_network: true };
@@ -61,7 +43,7 @@ fn ms(d: Option<Duration>) -> String {
 
 #[test]
 fn two_dual_stack_nodes() {
-    if !require::kernel_test("two_dual_stack_nodes", TOOLS) {
+    if !require::kernel_test("two_dual_stack_nodes", &[node::TOOLS, node::DUAL_STACK_TOOLS].concat()) {
         return;
     }
     let began = std::time::Instant::now();

@@ -39,6 +39,30 @@ pub use self::lan::Lan;
 /// Where the node's pods reach the API server (through [`ApiProxy`]).
 const API_PORT: u16 = 6443;
 
+/// What a real node needs on the host: the control plane's build, the
+/// image tools, the runtime, and what portmap and the tests run.
+pub const TOOLS: &[&str] = &[
+    "go",
+    "kubectl",
+    "openssl",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "runc",
+    "ctr",
+    "umoci",
+    "skopeo",
+    "gcc",
+    "gzip",
+    "iptables",
+    "conntrack",
+    "nsenter",
+    "unshare",
+];
+
+/// What a dual-stack node needs besides [`TOOLS`]: portmap programs IPv6
+/// with ip6tables.
+pub const DUAL_STACK_TOOLS: &[&str] = &["ip6tables"];
+
 /// The CRI sandbox image; `crate::image` builds it from testbed/images/pause.c.
 pub const PAUSE_IMAGE: &str = "localhost/fct-pause:test";
 
