@@ -283,6 +283,31 @@ impl ControlPlane {
         std::fs::write(path, text).map_err(io(path.display()))
     }
 
+    /// Whether each daemon still runs, and the last `lines` lines of each
+    /// one's log: said when the cluster did not do what a test waited for.
+    pub fn daemons(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for child in &self.children {
+            let pid = child.id();
+            // An exited child stays a zombie until it is waited for.
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let field = |key: &str| {
+                status.lines().find_map(|l| l.strip_prefix(key)).map_or("?", str::trim).to_owned()
+            };
+            out.push_str(&format!("--- {} (pid {pid}): {}\n", field("Name:"), field("State:")));
+        }
+        for name in ["kube-scheduler", "kube-controller-manager"] {
+            let log = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+            out.push_str(&format!("--- the last {} lines of {name}.log\n", tail.len()));
+            for line in tail.iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// kubectl as the admin.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_as(&self.admin, args)

@@ -185,7 +185,11 @@ impl<'a> Story<'a> {
             "-l",
             &format!("batch.kubernetes.io/job-name={job}"),
         ]);
-        format!("the Jobs and pods:\n{objects}\nthe nodes:\n{nodes}\nthe sweep's pod:\n{pod}\nthe sweep's log:\n{log}")
+        let daemons = self.cp.daemons(40);
+        format!(
+            "the Jobs and pods:\n{objects}\nthe nodes:\n{nodes}\nthe sweep's pod:\n{pod}\nthe sweep's log:\n{log}\n\
+             the control plane:\n{daemons}"
+        )
     }
 
     /// flush-conntrack's Events regarding a pod, as (type, reason), in order.
