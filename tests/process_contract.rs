@@ -114,7 +114,8 @@ const FAILURES: &[Failure] = &[
     ("a Job that never ends", || serve(idle()), EXIT_TIMED_OUT, "WAIT_TIMEOUT=5s"),
     ("403 on create", || serve(cluster((403, None), "Complete")), EXIT_REFUSED, "may not create jobs"),
     ("422 on create", || serve(cluster((422, None), "Complete")), EXIT_REFUSED, "refused to create jobs"),
-    ("no API server", gone, EXIT_UNREACHABLE, "did not answer after 3 attempts"),
+    ("503 on every create", || serve(cluster((503, None), "Complete")), EXIT_UNREACHABLE, "3 attempts: 503"),
+    ("no API server", gone, EXIT_UNREACHABLE, "did not serve the call in 3 attempts"),
     ("an API server that never answers", silent, EXIT_UNREACHABLE, "no answer within 15 s"),
     ("no template", || serve(missing_template()), EXIT_CONFIG, "kubectl apply -k kustomize/base"),
     (

@@ -116,7 +116,7 @@ fn an_unreachable_api_exits_7_after_bounded_retries() {
     let started = Instant::now();
     let out = c.command(&[]).env("KUBECONFIG", &kubeconfig).output().unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
-    assert!(stderr(&out).contains("did not answer after 3 attempts"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("did not serve the call in 3 attempts"), "{}", stderr(&out));
     assert!(started.elapsed() < Duration::from_secs(15), "bounded: {:?}", started.elapsed());
 }
 

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::{Error, Unanswered};
+use crate::error::{Error, Grant, Unanswered};
 
 /// One call's bound. The initContainer waiting on us must never hang.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -18,11 +18,13 @@ pub struct Call {
     pub verb: &'static str,
     pub resource: &'static str,
     pub namespace: String,
+    /// What grants this call's right, for the advice a 403 gives.
+    pub grant: Grant,
 }
 
 impl Call {
-    pub fn new(verb: &'static str, resource: &'static str, namespace: &str) -> Self {
-        Call { verb, resource, namespace: namespace.to_owned() }
+    pub fn new(verb: &'static str, resource: &'static str, namespace: &str, grant: Grant) -> Self {
+        Call { verb, resource, namespace: namespace.to_owned(), grant }
     }
 }
 
@@ -53,6 +55,7 @@ impl ApiError {
                 resource: call.resource,
                 namespace: call.namespace.clone(),
                 message,
+                grant: call.grant,
             },
             ApiError::Status { code, reason, message } => Error::Refused {
                 verb: call.verb,
@@ -98,6 +101,9 @@ where
                 backoff *= 2;
                 attempt += 1;
             }
+            (ApiError::Status { code, reason, message }, true) => {
+                return Err(ApiError::Unreachable(Unanswered::Busy { code, reason, message }))
+            }
             (e, _) => return Err(e),
         }
     }
@@ -114,12 +120,12 @@ mod tests {
             reason: "Forbidden".into(),
             message: "jobs.batch is forbidden".into(),
         };
-        let text = e.explain(&Call::new("create", "jobs", "flush-conntrack")).to_string();
+        let text = e.explain(&Call::new("create", "jobs", "flush-conntrack", Grant::Spawner)).to_string();
         assert!(
             text.contains("create") && text.contains("jobs") && text.contains("flush-conntrack"),
             "{text}"
         );
-        assert!(text.contains("RoleBinding"), "{text}");
+        assert!(text.ends_with(&format!("; {}", Grant::Spawner)), "the call's own grant: {text}");
     }
 
     #[test]
@@ -129,7 +135,7 @@ mod tests {
             reason: "Invalid".into(),
             message: "Job.batch \"x\" is invalid: spec.template.spec.containers: Required value".into(),
         };
-        let text = e.explain(&Call::new("create", "jobs", "ns")).to_string();
+        let text = e.explain(&Call::new("create", "jobs", "ns", Grant::Spawner)).to_string();
         assert!(text.contains("422") && text.contains("Required value"), "{text}");
     }
 
@@ -144,7 +150,16 @@ mod tests {
             )))
         })
         .await;
-        assert_eq!(r.unwrap_err().code(), Some(429));
+        // Busy every time is a server that cannot serve now: exit 7, like
+        // no answer, with its last answer quoted.
+        let e = r.unwrap_err().explain(&Call::new("create", "jobs", "ns", Grant::Spawner));
+        assert_eq!(e.exit_code(), crate::error::EXIT_UNREACHABLE);
+        assert_eq!(
+            crate::error::report(&e),
+            format!(
+                "the Kubernetes API did not serve the call in {ATTEMPTS} attempts: 429 TooManyRequests: busy"
+            )
+        );
         assert_eq!(calls.load(Ordering::SeqCst), ATTEMPTS);
 
         calls.store(0, Ordering::SeqCst);
@@ -153,7 +168,12 @@ mod tests {
             Err(kube::Error::Api(Box::new(kube::core::Status::failure("no", "Forbidden").with_code(403))))
         })
         .await;
-        assert_eq!(r.unwrap_err().code(), Some(403));
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), Some(403));
+        assert_eq!(
+            e.explain(&Call::new("create", "jobs", "ns", Grant::Spawner)).exit_code(),
+            crate::error::EXIT_REFUSED
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 1, "a 403 does not pass by retrying");
 
         // 429 three times: waits of 0.5 s then 1 s between the attempts.
@@ -171,11 +191,13 @@ mod tests {
 
         let r: Result<(), ApiError> = call(std::future::pending).await;
         let Err(ApiError::Unreachable(last)) = r else { panic!("bounded by the call timeout") };
-        let e = ApiError::Unreachable(last).explain(&Call::new("get", "cronjobs", "ns"));
+        let e = ApiError::Unreachable(last).explain(&Call::new("get", "cronjobs", "ns", Grant::Spawner));
         assert_eq!(e.exit_code(), crate::error::EXIT_UNREACHABLE);
         assert_eq!(
             crate::error::report(&e),
-            format!("the Kubernetes API did not answer after {ATTEMPTS} attempts: no answer within 15 s")
+            format!(
+                "the Kubernetes API did not serve the call in {ATTEMPTS} attempts: no answer within 15 s"
+            )
         );
     }
 }

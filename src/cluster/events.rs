@@ -10,6 +10,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 
 use super::api::{call, Call};
+use crate::error::Grant;
 use crate::report::Summary;
 
 pub const REPORTING_CONTROLLER: &str = "flush-conntrack";
@@ -160,7 +161,7 @@ pub async fn publish(client: &Client, regarding: &Regarding, note: &Note, instan
     match call(|| events.create(&params, &event)).await {
         Ok(_) => tracing::debug!(reason = note.reason, pod = %regarding.name, "event written"),
         Err(e) => {
-            let e = e.explain(&Call::new("create", "events", &regarding.namespace));
+            let e = e.explain(&Call::new("create", "events", &regarding.namespace, Grant::Events));
             tracing::warn!(
                 reason = note.reason,
                 "could not write the Event on the pod (the flush is not affected): {e}"

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::api::{call, ApiError, Call};
 use super::job_template::{self, FlushOrder};
-use crate::error::{report, Error};
+use crate::error::{report, Error, Grant};
 use crate::report::Summary;
 
 /// A server-side watch ends after this long and is opened again, so that a
@@ -26,7 +26,7 @@ pub async fn template(client: &Client, namespace: &str, name: &str) -> Result<Cr
     let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), namespace);
     call(|| cronjobs.get(name)).await.map_err(|e| match e.code() {
         Some(404) => Error::TemplateMissing { namespace: namespace.to_owned(), name: name.to_owned() },
-        _ => e.explain(&Call::new("get", "cronjobs", namespace)),
+        _ => e.explain(&Call::new("get", "cronjobs", namespace, Grant::Spawner)),
     })
 }
 
@@ -49,7 +49,7 @@ pub async fn create_or_adopt(client: &Client, job: &Job, order: &FlushOrder<'_>)
     let namespace = job.metadata.namespace.clone().unwrap_or_default();
     let name = job.metadata.name.clone().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-    let create = Call::new("create", "jobs", &namespace);
+    let create = Call::new("create", "jobs", &namespace, Grant::Spawner);
     let params = PostParams::default();
     match call(|| jobs.create(&params, job)).await {
         Ok(created) => {
@@ -59,8 +59,9 @@ pub async fn create_or_adopt(client: &Client, job: &Job, order: &FlushOrder<'_>)
         Err(ApiError::Status { code: 409, .. }) => {}
         Err(e) => return Err(e.explain(&create)),
     }
-    let existing =
-        call(|| jobs.get(&name)).await.map_err(|e| e.explain(&Call::new("get", "jobs", &namespace)))?;
+    let existing = call(|| jobs.get(&name))
+        .await
+        .map_err(|e| e.explain(&Call::new("get", "jobs", &namespace, Grant::Spawner)))?;
     if job_template::same_flush(&existing, job) {
         tracing::info!(job = %name, %namespace, node = order.node, "adopted the flush Job that already runs this flush");
         return Ok(Placed { job: existing, taken: None });
@@ -122,8 +123,8 @@ pub async fn outcome(
 
 async fn watch_until_final(client: &Client, namespace: &str, name: &str) -> Result<JobState, Error> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let get = Call::new("get", "jobs", namespace);
-    let watch = Call::new("watch", "jobs", namespace);
+    let get = Call::new("get", "jobs", namespace, Grant::Spawner);
+    let watch = Call::new("watch", "jobs", namespace, Grant::Spawner);
     loop {
         let job = call(|| jobs.get(name)).await.map_err(|e| e.explain(&get))?;
         let now = state(&job);
@@ -189,7 +190,7 @@ pub async fn summary(client: &Client, namespace: &str, job: &str) -> Result<Summ
     let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
     let list = call(|| pods.list(&params))
         .await
-        .map_err(|e| Unread::Pods(e.explain(&Call::new("list", "pods", namespace))))?;
+        .map_err(|e| Unread::Pods(e.explain(&Call::new("list", "pods", namespace, Grant::Spawner))))?;
     let messages: Vec<&str> = list
         .items
         .iter()

@@ -21,7 +21,7 @@ use super::job_env;
 use super::job_template::{self, FlushOrder, NODE_LABEL};
 use super::Options;
 use crate::ctnetlink::Protocol;
-use crate::error::{report, Error};
+use crate::error::{report, Error, Grant};
 use crate::report::Summary;
 
 /// Pods listed per request: a large cluster's pods come in pages.
@@ -157,7 +157,7 @@ async fn running_pods(client: &Client, namespace: Option<&str>, selector: &str) 
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let list_call = Call::new("list", "pods", namespace.unwrap_or("(all namespaces)"));
+    let list_call = Call::new("list", "pods", namespace.unwrap_or("(all namespaces)"), Grant::SweepPods);
     let mut pods = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -192,7 +192,7 @@ async fn nodes_to_visit(
     let since = match call(|| cronjobs.get(&sweep.cronjob)).await {
         Ok(cronjob) => churn::covered_until(&cronjob),
         Err(e) => {
-            let e = e.explain(&Call::new("get", "cronjobs", namespace));
+            let e = e.explain(&Call::new("get", "cronjobs", namespace, Grant::Sweep));
             tracing::warn!(cronjob = %sweep.cronjob, "cannot read when the last sweep succeeded: {e}");
             None
         }
@@ -211,7 +211,7 @@ async fn nodes_to_visit(
     match call(|| jobs.list(&params)).await {
         Ok(list) => visit.extend(churn::failed_nodes(&list.items)),
         Err(e) => {
-            let e = e.explain(&Call::new("list", "jobs", namespace));
+            let e = e.explain(&Call::new("list", "jobs", namespace, Grant::Sweep));
             tracing::warn!("cannot tell which nodes' last flush failed; retrying none: {e}");
         }
     }

@@ -5,6 +5,7 @@
 //! anything else of ours, so any module can raise one without reaching up.
 
 mod config;
+mod grant;
 mod template;
 mod undecided;
 mod wire;
@@ -13,6 +14,7 @@ use std::io;
 use std::time::Duration;
 
 pub use config::ConfigError;
+pub use grant::Grant;
 pub use template::TemplateError;
 pub use undecided::Undecided;
 pub use wire::WireError;
@@ -76,9 +78,9 @@ pub enum Error {
 
     #[error(
         "the service account may not {verb} {resource} in namespace {namespace} (403 Forbidden: {message}); \
-         grant `{verb}` on `{resource}` with a Role and RoleBinding (kustomize/components/trigger does)"
+         {grant}"
     )]
-    Forbidden { verb: &'static str, resource: &'static str, namespace: String, message: String },
+    Forbidden { verb: &'static str, resource: &'static str, namespace: String, message: String, grant: Grant },
 
     #[error(
         "the API server refused to {verb} {resource} in namespace {namespace} ({code} {reason}): {message}"
@@ -92,7 +94,7 @@ pub enum Error {
         message: String,
     },
 
-    #[error("the Kubernetes API did not answer after {attempts} attempts")]
+    #[error("the Kubernetes API did not serve the call in {attempts} attempts")]
     Unreachable {
         attempts: u32,
         #[source]
@@ -130,6 +132,9 @@ pub enum Unanswered {
     Timeout(Duration),
     #[error("{0}")]
     Kube(#[source] kube::Error),
+    /// An answer that says to come back later (429, 5xx), every time.
+    #[error("{code} {reason}: {message}")]
+    Busy { code: u16, reason: String, message: String },
 }
 
 /// The signals that end a run early; a shell's convention gives each its
