@@ -207,7 +207,7 @@ fn main() {
             case.name,
             ms(outage),
             ms(repair),
-            if case.expect == story::Expect::Stale { ms(sweep) } else { "-".to_owned() }
+            if matches!(case.expect, story::Expect::Stale(_)) { ms(sweep) } else { "-".to_owned() }
         );
     }
     drop(story);

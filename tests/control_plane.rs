@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use testbed::command::{ok, text};
 use testbed::controlplane::ControlPlane;
 use testbed::require;
+use testbed::story::{by_hand, Visits};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flush-conntrack");
 const NS: &str = "flush-conntrack";
@@ -74,6 +75,31 @@ fn manifests_apply_and_kubectl_create_job_from_works(cp: &ControlPlane) {
         assert_eq!(v["metadata"]["ownerReferences"][0]["name"], cronjob);
         ok(cp.kubectl(&["-n", NS, "delete", "job", job, "--cascade=foreground", "--wait=false"]), job);
     }
+    // The README's sweep of every node: the overlay's sweep Job, with
+    // FULL_SWEEP set and nothing else changed.
+    by_hand::create(cp, Visits::Every, "probe-sweep-all")
+        .unwrap_or_else(|e| panic!("{}: {e}", by_hand::SWEEP_ALL));
+    let job = |name: &str| -> Value {
+        serde_json::from_slice(&ok(cp.kubectl(&["-n", NS, "get", "job", name, "-o", "json"]), name).stdout)
+            .unwrap()
+    };
+    let cronjob: Value = serde_json::from_slice(
+        &ok(cp.kubectl(&["-n", NS, "get", "cronjob", "flush-conntrack-sweep", "-o", "json"]), "the sweep")
+            .stdout,
+    )
+    .unwrap();
+    let all = job("probe-sweep-all");
+    assert_eq!(all["metadata"]["ownerReferences"][0]["name"], "flush-conntrack-sweep");
+    let mut env = all["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap().clone();
+    let full = env.pop().unwrap();
+    assert_eq!(full, json!({"name": "FULL_SWEEP", "value": "true"}));
+    let scheduled = &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(json!(env), scheduled["env"], "the overlay's selector, namespace and the rest, unchanged");
+    assert_eq!(all["spec"]["template"]["spec"]["containers"][0]["image"], scheduled["image"]);
+    ok(
+        cp.kubectl(&["-n", NS, "delete", "job", "probe-sweep-all", "--cascade=foreground", "--wait=false"]),
+        "probe",
+    );
 }
 
 /// The flush pod exactly as the template defines it.

@@ -12,7 +12,6 @@ use testbed::command::ok;
 use testbed::{require, validate};
 
 const KUSTOMIZATIONS: &[&str] = &["jobs", "kustomize/base", "kustomize/overlays/statsd"];
-const ONE_OFF: &str = "jobs/flush-conntrack-sweep-once.yaml";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -36,15 +35,9 @@ fn documents(text: &str) -> Vec<Value> {
     serde_saphyr::from_multiple::<Value>(text).expect("YAML").into_iter().filter(|d| !d.is_null()).collect()
 }
 
-fn one_off() -> Vec<Value> {
-    documents(&std::fs::read_to_string(root().join(ONE_OFF)).expect("one-off Job"))
-}
-
 /// Everything a cluster could receive from this repository.
 fn everything() -> Vec<Value> {
-    let mut all: Vec<Value> = KUSTOMIZATIONS.iter().flat_map(|k| render(k)).collect();
-    all.extend(one_off());
-    all
+    KUSTOMIZATIONS.iter().flat_map(|k| render(k)).collect()
 }
 
 fn name(doc: &Value) -> String {
@@ -92,7 +85,7 @@ fn every_kustomization_renders_and_every_object_validates() {
         validate::strictly("jobs-file", &[text]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         files += 1;
     }
-    assert_eq!(files, 3, "the node template, the sweep and the one-off sweep, each on its own");
+    assert_eq!(files, 2, "the node template and the sweep, each on its own");
 }
 
 #[test]
@@ -233,17 +226,14 @@ fn spawners_run_as_non_root_without_capabilities() {
     if !tools_ok("spawners_run_as_non_root_without_capabilities") {
         return;
     }
-    let mut docs = render("kustomize/overlays/statsd");
-    docs.extend(one_off());
+    let docs = render("kustomize/overlays/statsd");
     let sweep = find(&docs, "CronJob", "flush-conntrack-sweep");
-    let once = find(&docs, "Job", "flush-conntrack-sweep-once");
     let daemonset = find(&docs, "DaemonSet", "statsd");
     let trigger = &pod_spec(daemonset).unwrap()["containers"][1];
     assert_eq!(trigger["name"], "flush-conntrack");
     let mut checked = 0;
     for (pod, container) in [
         (pod_spec(sweep).unwrap(), &pod_spec(sweep).unwrap()["containers"][0]),
-        (pod_spec(once).unwrap(), &pod_spec(once).unwrap()["containers"][0]),
         (pod_spec(daemonset).unwrap(), trigger),
     ] {
         let non_root = pod["securityContext"]["runAsNonRoot"] == true
@@ -255,7 +245,7 @@ fn spawners_run_as_non_root_without_capabilities() {
         assert_eq!(sc["capabilities"], json!({"drop": ["ALL"]}), "{container}");
         checked += 1;
     }
-    assert_eq!(checked, 3);
+    assert_eq!(checked, 2);
     // The trigger's account may spawn in the flush namespace, nothing more.
     let binding = find(&docs, "RoleBinding", "flush-conntrack-trigger");
     assert_eq!(binding["metadata"]["namespace"], "flush-conntrack");
@@ -327,6 +317,9 @@ fn the_base_ships_the_policy_and_grants_no_cluster_wide_read() {
             "{mode}"
         );
     }
+    // The base's sweep may list pods nowhere: it waits, suspended, for
+    // what binds that right to run on its schedule.
+    assert_eq!(find(&base, "CronJob", "flush-conntrack-sweep")["spec"]["suspend"], true);
     let template = find(&base, "CronJob", "flush-conntrack-node");
     assert_eq!(pod_spec(template).unwrap()["priorityClassName"], "flush-conntrack");
     assert_eq!(template["metadata"]["annotations"]["flush-conntrack/protocols"], "udp");
@@ -339,6 +332,9 @@ fn the_base_ships_the_policy_and_grants_no_cluster_wide_read() {
     let wide = base_with(&["sweep-all-namespaces"]);
     let binding = find(&wide, "ClusterRoleBinding", "flush-conntrack-sweep-pods");
     assert_eq!(binding["roleRef"]["name"], "flush-conntrack-sweep-pods");
+    assert_eq!(find(&wide, "CronJob", "flush-conntrack-sweep")["spec"]["suspend"], false);
+    let overlay = render("kustomize/overlays/statsd");
+    assert_eq!(find(&overlay, "CronJob", "flush-conntrack-sweep")["spec"]["suspend"], false);
     let role = find(&wide, "ClusterRole", "flush-conntrack-sweep-pods");
     assert_eq!(role["rules"], json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]));
 }
@@ -487,4 +483,19 @@ fn the_readme_lists_exactly_the_rights_the_overlay_grants() {
         missing.is_empty() && extra.is_empty(),
         "granted but not in the README: {missing:#?}\nin the README but not granted: {extra:#?}"
     );
+}
+
+/// A 403 names the shipped object that grants the missing right: each one
+/// it can name is shipped.
+#[test]
+fn every_grant_a_refusal_names_is_shipped() {
+    if !tools_ok("every_grant_a_refusal_names_is_shipped") {
+        return;
+    }
+    let docs = render("kustomize/overlays/statsd");
+    for grant in flush_conntrack::error::Grant::ALL {
+        let (kind, name) = grant.object();
+        let object = find(&docs, kind, name);
+        assert!(object["rules"].as_array().is_some_and(|r| !r.is_empty()), "{kind}/{name} grants nothing");
+    }
 }

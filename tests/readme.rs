@@ -58,3 +58,17 @@ fn the_reader_takes_names_up_to_the_next_file() {
     let want = [("tests/a.rs", "one_test"), ("tests/a.rs", "two_test"), ("benches/b.rs", "bench_fn")];
     assert_eq!(got, want.map(|(f, n)| (f.to_owned(), n.to_owned())));
 }
+
+/// The sweeps by hand the README gives are the commands the real-node and
+/// control-plane tests run (`testbed::story::by_hand`), word for word once
+/// its line continuations are joined.
+#[test]
+fn the_sweeps_by_hand_are_the_commands_the_tests_run() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let joined = readme.replace("\\\n", " ");
+    let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lines: Vec<String> = joined.lines().map(|l| words(l.split(" #").next().unwrap_or_default())).collect();
+    for command in [testbed::story::by_hand::SWEEP_NOW, testbed::story::by_hand::SWEEP_ALL] {
+        assert!(lines.iter().any(|l| *l == words(command)), "the README does not give `{command}`");
+    }
+}

@@ -14,7 +14,7 @@ use testbed::controlplane::ControlPlane;
 use testbed::node::{self, NodeSpec, RealNode};
 use testbed::require;
 use testbed::scratch::Scratch;
-use testbed::story::{self, Expect, Rollout, Seen, Story};
+use testbed::story::{self, Expect, Rollout, Seen, Story, Visits};
 
 const NODE: &str = "node-a";
 const NODE_IP: &str = "192.0.2.1";
@@ -55,7 +55,7 @@ fn show(seen: &Seen) {
 fn check(seen: &Seen) {
     let (what, r) = (seen.case.name, &seen.rollout);
     match seen.case.expect {
-        Expect::Stale => {
+        Expect::Stale(visits) => {
             assert!(r.stale(), "{what}: the entry did not point at the old pod");
             assert_eq!(r.first_new_answer, None, "{what}: the new pod answered through a stale entry");
             let sweep = seen.sweep.as_ref().unwrap_or_else(|| panic!("{what}: no sweep"));
@@ -64,6 +64,11 @@ fn check(seen: &Seen) {
             assert_eq!(done["failed"], 0, "{what}: {done}");
             assert!(done["deleted"].as_u64() >= Some(1), "{what}: the sweep deleted nothing: {done}");
             assert!(sweep.repaired_after.is_some(), "{what}: the agent did not answer after the sweep");
+            assert_eq!(
+                sweep.full,
+                visits == Visits::Every,
+                "{what}: FULL_SWEEP as the README's command sets it"
+            );
             let reasons: Vec<&str> = sweep.events.iter().map(|(_, r)| r.as_str()).collect();
             assert_eq!(reasons, ["Flushed", "SweepDone"], "{what}: the Events on the sweep's pod");
             assert!(

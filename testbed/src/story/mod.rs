@@ -5,12 +5,14 @@
 //! conntrack entry kept pointing at the dead pod meanwhile.
 
 mod agent;
+pub mod by_hand;
 mod install;
 pub mod nodes;
 mod rollout;
 mod tour;
 
 pub use agent::{pod_spec, Agent, Trigger, TRIGGER_CONTAINER};
+pub use by_hand::Visits;
 pub use install::{images, install_images_entry, portmap_dir, rendered_overlay, PUSHED_IMAGE, REGISTRY};
 pub use rollout::{json_lines, listening_at, trigger_summary, Rollout};
 pub use tour::{tour, Case, Expect, Seen, Sweep, TOUR};
@@ -205,24 +207,13 @@ impl<'a> Story<'a> {
             .map(|l| l.flow.reply_src.to_string())
     }
 
-    /// `kubectl create job --from=cronjob/flush-conntrack-sweep`, waited
-    /// for; returns when (stream time) it was created, its log and the
-    /// Events on its pod.
-    pub fn sweep_once(&mut self) -> Result<(Duration, String, Vec<EventSeen>)> {
+    /// A sweep by hand as the README gives it, waited for; returns when
+    /// (stream time) it was created, its log and the Events on its pod.
+    pub fn sweep_once(&mut self, visits: Visits) -> Result<(Duration, String, Vec<EventSeen>)> {
         self.sweeps += 1;
         let name = format!("sweep-by-hand-{}", self.sweeps);
         let started = self.stream.now();
-        checked(
-            self.cp.kubectl(&[
-                "-n",
-                NAMESPACE,
-                "create",
-                "job",
-                &name,
-                "--from=cronjob/flush-conntrack-sweep",
-            ]),
-            "kubectl create job --from",
-        )?;
+        by_hand::create(self.cp, visits, &name)?;
         let waited = self.cp.kubectl(&[
             "-n",
             NAMESPACE,

@@ -352,16 +352,13 @@ pub struct SweepRun {
 }
 
 impl Cluster<'_> {
-    /// `kubectl create job --from=cronjob/flush-conntrack-sweep`, waited for.
+    /// The README's sweep of the changed nodes, waited for.
     pub fn sweep_once(&mut self) -> Result<SweepRun> {
         self.sweeps += 1;
         let name = format!("sweep-by-hand-{}", self.sweeps);
         let began = self.began_now();
+        super::by_hand::create(self.cp, super::Visits::Changed, &name)?;
         let kubectl = |args: &[&str], what: &str| checked(self.cp.kubectl(args), what);
-        kubectl(
-            &["-n", NAMESPACE, "create", "job", &name, "--from=cronjob/flush-conntrack-sweep"],
-            "create",
-        )?;
         let job = format!("job/{name}");
         kubectl(&["-n", NAMESPACE, "wait", "--for=condition=complete", &job, "--timeout=120s"], "the sweep")?;
         let selector = format!("batch.kubernetes.io/job-name={name}");

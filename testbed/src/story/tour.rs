@@ -8,14 +8,14 @@ use serde_json::Value;
 use crate::error::Result;
 
 use super::rollout::{json_lines, Rollout};
-use super::{Agent, Story, Trigger};
+use super::{Agent, Story, Trigger, Visits};
 
 /// What a case of the tour should show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
     /// The new pod never answers: the entry still points at the old one.
-    /// A sweep by hand follows and must repair it.
-    Stale,
+    /// A sweep by hand, visiting these nodes, follows and must repair it.
+    Stale(Visits),
     /// The trigger's Job deleted this many entries (the outside client's and
     /// the loopback client's) and the new pod answers both.
     Repaired(u64),
@@ -47,7 +47,13 @@ const fn case(
 /// (flushes on ADD, not on DEL: the hostNetwork switch of #1190 stays
 /// stale), 1.10 (flushes on both).
 pub const TOUR: &[Case] = &[
-    case("portmap 0.8.7, pod replaced, no tool", "v0.8.7", Trigger::None, false, Expect::Stale),
+    case(
+        "portmap 0.8.7, pod replaced, no tool",
+        "v0.8.7",
+        Trigger::None,
+        false,
+        Expect::Stale(Visits::Changed),
+    ),
     case("portmap 0.8.7, pod replaced, trigger", "v0.8.7", Trigger::Container, false, Expect::Repaired(2)),
     case(
         "portmap 0.8.7, pod replaced, waiting trigger",
@@ -59,7 +65,13 @@ pub const TOUR: &[Case] = &[
     case("portmap 1.1.1, pod replaced, waiting trigger", "debian", Trigger::Waiting, false, Expect::Clean),
     case("portmap 1.1.1, pod replaced, trigger", "debian", Trigger::Container, false, Expect::Clean),
     case("portmap 1.1.1, pod replaced, no tool", "debian", Trigger::None, false, Expect::Clean),
-    case("portmap 1.1.1, switch to hostNetwork, no tool", "debian", Trigger::None, true, Expect::Stale),
+    case(
+        "portmap 1.1.1, switch to hostNetwork, no tool",
+        "debian",
+        Trigger::None,
+        true,
+        Expect::Stale(Visits::Every),
+    ),
     case("portmap 1.1.1, back to the pod network, no tool", "debian", Trigger::None, false, Expect::Clean),
     case(
         "portmap 1.1.1, switch to hostNetwork, trigger",
@@ -82,6 +94,8 @@ pub const TOUR: &[Case] = &[
 /// A sweep by hand after a stale case.
 #[derive(Debug, Clone)]
 pub struct Sweep {
+    /// The sweep said it visits every node (`FULL_SWEEP=true`).
+    pub full: bool,
     /// From `kubectl create job` to the agent's first answer.
     pub repaired_after: Option<Duration>,
     /// The host-network client on 127.0.0.1 was answered after it too.
@@ -111,18 +125,19 @@ pub fn tour(story: &mut Story, portmap: impl Fn(&str) -> PathBuf) -> Result<Vec<
     let mut seen = Vec::new();
     for case in TOUR {
         story.node.use_portmap(&portmap(case.portmap))?;
-        let patience = if case.expect == Expect::Stale { 4 } else { 20 };
+        let patience = if matches!(case.expect, Expect::Stale(_)) { 4 } else { 20 };
         let rollout =
             story.roll(case.agent, Duration::from_secs(patience)).map_err(|e| e.during(case.name))?;
         let sweep = match case.expect {
-            Expect::Stale => {
-                let (at, log, events) = story.sweep_once()?;
+            Expect::Stale(visits) => {
+                let (at, log, events) = story.sweep_once(visits)?;
                 let done = json_lines(&log).into_iter().find(|v| v["message"] == "sweep done");
                 let answered = story.stream.wait_for(&rollout.new.responder, at, Duration::from_secs(10));
                 let at_loopback = story.loopback.now().saturating_sub(story.stream.now().saturating_sub(at));
                 let loopback =
                     story.loopback.wait_for(&rollout.new.responder, at_loopback, Duration::from_secs(5));
                 Some(Sweep {
+                    full: json_lines(&log).iter().any(|v| v["message"] == "FULL_SWEEP=true"),
                     repaired_after: answered.map(|t| t.saturating_sub(at)),
                     loopback_repaired: loopback.is_some(),
                     done,
