@@ -152,7 +152,8 @@ fn without_kustomize_the_files_make_the_base_but_for_its_label() {
     }
     let namespaced: Vec<String> =
         by_hand.iter().filter(|(_, d)| d["metadata"]["namespace"].is_string()).map(|(n, _)| n.clone()).collect();
-    assert!(namespaced.len() >= 9, "the namespaced objects, which need `-n flush-conntrack`: {namespaced:?}");
+    assert_eq!(by_hand.len(), 15, "the README counts the base's objects");
+    assert_eq!(namespaced.len(), 10, "the namespaced objects, which need `-n flush-conntrack`: {namespaced:?}");
 }
 
 #[test]
