@@ -109,8 +109,13 @@ const WITHOUT_KUSTOMIZE: &[&str] = &[
 
 /// Kinds with no namespace: `kubectl -n` leaves them alone, and the API
 /// server drops the one kustomize writes on them.
-const CLUSTER_SCOPED: &[&str] =
-    &["Namespace", "ClusterRole", "PriorityClass", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"];
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "ClusterRole",
+    "PriorityClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+];
 
 /// `kind/name` and the object as the API server would store it from `doc`
 /// applied with `-n flush-conntrack`, the base's own label taken off.
@@ -139,7 +144,9 @@ fn without_kustomize_the_files_make_the_base_but_for_its_label() {
     }
     let mut by_hand: Vec<(String, Value)> = WITHOUT_KUSTOMIZE
         .iter()
-        .flat_map(|f| documents(&std::fs::read_to_string(root().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"))))
+        .flat_map(|f| {
+            documents(&std::fs::read_to_string(root().join(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
+        })
         .map(as_applied)
         .collect();
     let mut base: Vec<(String, Value)> = render("kustomize/base").into_iter().map(as_applied).collect();
@@ -150,10 +157,17 @@ fn without_kustomize_the_files_make_the_base_but_for_its_label() {
     for ((n, hand), (_, kustomized)) in by_hand.iter().zip(&base) {
         assert_eq!(hand, kustomized, "{n}: the file and the base differ");
     }
-    let namespaced: Vec<String> =
-        by_hand.iter().filter(|(_, d)| d["metadata"]["namespace"].is_string()).map(|(n, _)| n.clone()).collect();
+    let namespaced: Vec<String> = by_hand
+        .iter()
+        .filter(|(_, d)| d["metadata"]["namespace"].is_string())
+        .map(|(n, _)| n.clone())
+        .collect();
     assert_eq!(by_hand.len(), 15, "the README counts the base's objects");
-    assert_eq!(namespaced.len(), 10, "the namespaced objects, which need `-n flush-conntrack`: {namespaced:?}");
+    assert_eq!(
+        namespaced.len(),
+        10,
+        "the namespaced objects, which need `-n flush-conntrack`: {namespaced:?}"
+    );
 }
 
 #[test]

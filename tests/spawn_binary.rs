@@ -182,7 +182,8 @@ fn a_dry_run_sweep_prints_one_valid_job_per_node_and_creates_nothing() {
         .map(|j| {
             assert_eq!(j["kind"], "Job", "{j}");
             let env = &j["spec"]["template"]["spec"]["containers"][0]["env"];
-            let dry = env.as_array().into_iter().flatten().any(|e| e["name"] == "DRY_RUN" && e["value"] == "true");
+            let dry =
+                env.as_array().into_iter().flatten().any(|e| e["name"] == "DRY_RUN" && e["value"] == "true");
             assert!(dry, "the printed Job is a dry run too: {env}");
             j["metadata"]["annotations"]["flush-conntrack/node"].as_str().unwrap_or_default()
         })
