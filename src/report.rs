@@ -21,7 +21,8 @@ pub struct Summary {
     pub deleted: u64,
     /// Matched, but expired or deleted by someone else before our delete.
     pub already_gone: u64,
-    /// Matched, but their reply comes from a `KEEP_DNAT_TO` address.
+    /// Entries of the selection whose reply comes from a `KEEP_DNAT_TO`
+    /// address: not stale, and not counted in `matched`.
     pub kept: u64,
     pub failed: u64,
     /// Deleted inside the kernel by filtered flushes (counted by table size).

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use testbed::hostport::scenario;
 
 fn main() -> ExitCode {
-    if !testbed::require::kernel_test("demo", &["ip", "nft"]) {
+    if !testbed::require::kernel_test("demo", &["ip", "nft", "conntrack"]) {
         return ExitCode::SUCCESS;
     }
     println!();

@@ -88,6 +88,81 @@ fn every_kustomization_renders_and_every_object_validates() {
     assert_eq!(files, 2, "the node template and the sweep, each on its own");
 }
 
+/// What the README tells a reader without kustomize to apply: the namespace
+/// first, then these with `kubectl -n flush-conntrack apply -f`, one by one.
+const WITHOUT_KUSTOMIZE: &[&str] = &[
+    "kustomize/base/namespace.yaml",
+    "kustomize/base/serviceaccounts.yaml",
+    "kustomize/base/rbac.yaml",
+    "kustomize/base/limits.yaml",
+    "kustomize/base/admission-policy.yaml",
+    "jobs/flush-conntrack-node.yaml",
+    "jobs/flush-conntrack-sweep.yaml",
+];
+
+/// Kinds with no namespace: `kubectl -n` leaves them alone, and the API
+/// server drops the one kustomize writes on them.
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "ClusterRole",
+    "PriorityClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+];
+
+/// `kind/name` and the object as the API server would store it from `doc`
+/// applied with `-n flush-conntrack`, the base's own label taken off.
+fn as_applied(mut doc: Value) -> (String, Value) {
+    let cluster_scoped = CLUSTER_SCOPED.contains(&doc["kind"].as_str().unwrap_or_default());
+    let meta = doc["metadata"].as_object_mut().expect("metadata");
+    if cluster_scoped {
+        meta.remove("namespace");
+    } else {
+        let ns = meta.entry("namespace").or_insert(json!("flush-conntrack"));
+        assert_eq!(ns, "flush-conntrack", "a file names another namespace, which `kubectl -n` refuses");
+    }
+    if let Some(labels) = meta.get_mut("labels").and_then(Value::as_object_mut) {
+        labels.remove("app.kubernetes.io/part-of");
+        if labels.is_empty() {
+            meta.remove("labels");
+        }
+    }
+    (name(&doc), doc)
+}
+
+#[test]
+fn without_kustomize_the_files_make_the_base_but_for_its_label() {
+    if !tools_ok("without_kustomize_the_files_make_the_base_but_for_its_label") {
+        return;
+    }
+    let mut by_hand: Vec<(String, Value)> = WITHOUT_KUSTOMIZE
+        .iter()
+        .flat_map(|f| {
+            documents(&std::fs::read_to_string(root().join(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
+        })
+        .map(as_applied)
+        .collect();
+    let mut base: Vec<(String, Value)> = render("kustomize/base").into_iter().map(as_applied).collect();
+    by_hand.sort_by(|a, b| a.0.cmp(&b.0));
+    base.sort_by(|a, b| a.0.cmp(&b.0));
+    let names = |v: &[(String, Value)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&by_hand), names(&base), "the files and the base make different objects");
+    for ((n, hand), (_, kustomized)) in by_hand.iter().zip(&base) {
+        assert_eq!(hand, kustomized, "{n}: the file and the base differ");
+    }
+    let namespaced: Vec<String> = by_hand
+        .iter()
+        .filter(|(_, d)| d["metadata"]["namespace"].is_string())
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(by_hand.len(), 15, "the README counts the base's objects");
+    assert_eq!(
+        namespaced.len(),
+        10,
+        "the namespaced objects, which need `-n flush-conntrack`: {namespaced:?}"
+    );
+}
+
 #[test]
 fn the_dockerfile_passes_hadolint() {
     if !require::tools("the_dockerfile_passes_hadolint", &["hadolint"]) {

@@ -10,8 +10,8 @@
 //!   handlers `cluster::run` installs, exit 143 and 130;
 //! - `STAY_RUNNING=true` as a process that stays after its outcome until
 //!   SIGTERM, then exits 0;
-//! - what a dry run prints on stdout, validated against the Kubernetes
-//!   OpenAPI schema;
+//! - what a dry run of spawn, and of sweep, prints on stdout, validated
+//!   against the Kubernetes OpenAPI schema;
 //!
 //! and in each, that the process's exit status is the code of its outcome.
 //! What a real API server and Job controller make of the Jobs is
@@ -149,6 +149,49 @@ fn dry_run_prints_a_valid_job_and_creates_nothing() {
     assert!(yaml.contains("kind: Job") && yaml.contains("metadata.name"), "{yaml}");
     if validate::available("dry_run_prints_a_valid_job_and_creates_nothing") {
         validate::strictly("dry-run", &[yaml]).unwrap_or_else(|e| panic!("invalid Job: {e}"));
+    }
+}
+
+/// A dry-run sweep prints the Job it would create for each node with an
+/// agent, one YAML document per node on stdout, and creates nothing.
+#[test]
+fn a_dry_run_sweep_prints_one_valid_job_per_node_and_creates_nothing() {
+    let c = Cluster::new(Behaviour::default());
+    for (name, node, pod_ip) in [("statsd-a", "node-a", "10.244.1.5"), ("statsd-b", "node-b", "10.244.2.5")] {
+        let mut pod = fixtures::agent(name, node, "192.0.2.1", pod_ip, "Running");
+        pod["metadata"]["labels"] = serde_json::json!({"app": "statsd"});
+        c.api.add_pod(serde_json::from_value(pod).expect("an agent pod"));
+    }
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("KUBECONFIG", c.api.kubeconfig(&c.dir, NS))
+        .envs([("MODE", "sweep"), ("SWEEP_SELECTOR", "app=statsd"), ("SWEEP_NAMESPACE", "monitoring")])
+        .envs([("DRY_RUN", "true"), ("WAIT_TIMEOUT", "20")])
+        .output()
+        .expect("binary runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(c.api.jobs().is_empty(), "a dry run creates nothing");
+    let yaml = String::from_utf8_lossy(&out.stdout).into_owned();
+    let jobs: Vec<serde_json::Value> = serde_saphyr::from_multiple::<serde_json::Value>(&yaml)
+        .unwrap_or_else(|e| panic!("stdout is YAML documents: {e}\n{yaml}"))
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect();
+    let mut nodes: Vec<&str> = jobs
+        .iter()
+        .map(|j| {
+            assert_eq!(j["kind"], "Job", "{j}");
+            let env = &j["spec"]["template"]["spec"]["containers"][0]["env"];
+            let dry =
+                env.as_array().into_iter().flatten().any(|e| e["name"] == "DRY_RUN" && e["value"] == "true");
+            assert!(dry, "the printed Job is a dry run too: {env}");
+            j["metadata"]["annotations"]["flush-conntrack/node"].as_str().unwrap_or_default()
+        })
+        .collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["node-a", "node-b"], "one Job per node with an agent:\n{yaml}");
+    if validate::available("a_dry_run_sweep_prints_one_valid_job_per_node_and_creates_nothing") {
+        validate::strictly("dry-run-sweep", &[yaml]).unwrap_or_else(|e| panic!("invalid Job: {e}"));
     }
 }
 
