@@ -67,7 +67,8 @@ fn the_sweeps_by_hand_are_the_commands_the_tests_run() {
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     let joined = readme.replace("\\\n", " ");
     let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-    let lines: Vec<String> = joined.lines().map(|l| words(l.split(" #").next().unwrap_or_default())).collect();
+    let lines: Vec<String> =
+        joined.lines().map(|l| words(l.split(" #").next().unwrap_or_default())).collect();
     for command in [testbed::story::by_hand::SWEEP_NOW, testbed::story::by_hand::SWEEP_ALL] {
         assert!(lines.iter().any(|l| *l == words(command)), "the README does not give `{command}`");
     }
