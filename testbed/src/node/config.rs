@@ -87,6 +87,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         // both change when a pod's containers start, which the benchmark
         // measures. fileCheckFrequency (static pods: none here) and
         // nodeStatusReportFrequency (the node's status, not its pods') do not.
+        // Eviction watches memory only: the node's directories are on the
+        // host's disk, shared with builds, and a disk nearly full (under 1%
+        // would do) taints the node disk-pressure for the 5 minutes of
+        // evictionPressureTransitionPeriod. DaemonSet pods and the pinned
+        // flush Jobs tolerate that taint; the sweep's pod does not, and
+        // would stay Pending.
         format!(
             r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -111,8 +117,6 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard:
   memory.available: 1Mi
-  nodefs.available: 1%
-  imagefs.available: 1%
 mergeDefaultEvictionSettings: false
 fileCheckFrequency: 5s
 nodeStatusReportFrequency: 10s
