@@ -489,6 +489,20 @@ mod tests {
                 }),
             ),
             (
+                "a pin narrowed by a label",
+                Box::new(|j| {
+                    let pod = j.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+                    let required = pod.affinity.as_mut().unwrap().node_affinity.as_mut().unwrap();
+                    let terms =
+                        &mut required.required_during_scheduling_ignored_during_execution.as_mut().unwrap();
+                    terms.node_selector_terms[0].match_expressions = Some(vec![NodeSelectorRequirement {
+                        key: "kubernetes.io/os".into(),
+                        operator: "In".into(),
+                        values: Some(vec!["windows".into()]),
+                    }]);
+                }),
+            ),
+            (
                 "a node annotation that lies",
                 Box::new(|j| {
                     j.metadata.annotations.as_mut().unwrap().insert(NODE_ANNOTATION.into(), "node-b".into());
@@ -505,6 +519,15 @@ mod tests {
         labelled_ours.metadata.annotations.as_mut().unwrap().insert(NODE_ANNOTATION.into(), "node-a".into());
         assert!(!same_flush(&labelled_ours, &wanted), "pinned elsewhere, annotated as ours");
         assert!(!same_flush(&elsewhere, &wanted), "another node's flush");
+    }
+
+    /// Names must not change between releases (a restarted trigger finds
+    /// its Job by name): FNV-1a 64 over each part and a 0xff after it.
+    #[test]
+    fn the_name_hash_is_fnv_1a_of_each_part_and_a_separator() {
+        let mut hash = Fnv::default();
+        hash.write("a");
+        assert_eq!(hash.0, 0x089b_c907_b544_c769, "FNV-1a 64 of b\"a\\xff\"");
     }
 
     #[test]

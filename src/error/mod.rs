@@ -294,6 +294,9 @@ mod tests {
         assert_eq!(Error::from(Undecided::NoCapEff).exit_code(), EXIT_CONFIG);
         assert_eq!(Error::Interrupted(Signal::Term).exit_code(), 143);
         assert_eq!(Error::Interrupted(Signal::Int).exit_code(), 130);
+        // The log says which signal ended the run, as the shell names it.
+        assert_eq!(Error::Interrupted(Signal::Term).to_string(), "interrupted by SIGTERM");
+        assert_eq!(Error::Interrupted(Signal::Int).to_string(), "interrupted by SIGINT");
         let timed_out = Error::TimedOut {
             namespace: "n".into(),
             name: "j".into(),
