@@ -103,20 +103,10 @@ async fn tell(
     let total = results.len();
     let regarding: Option<&Regarding> = cluster.pod.as_ref();
     let instance = regarding.as_ref().map(|r| r.name.clone()).unwrap_or_default();
-    let (mut failed, mut deleted, mut kept, mut unreported) = (0, 0, 0, 0);
     for (node, result) in results {
         let note = match result {
-            Ok(Some(s)) => {
-                deleted += s.deleted;
-                kept += s.kept;
-                events::node_flushed(Some(s), node)
-            }
-            Ok(None) => {
-                unreported += 1;
-                events::node_flushed(None, node)
-            }
+            Ok(summary) => events::node_flushed(summary.as_ref(), node),
             Err(e) => {
-                failed += 1;
                 let e = report(e);
                 tracing::error!(node = %node, "flush failed: {e}");
                 events::node_failed(node, &e)
@@ -126,7 +116,7 @@ async fn tell(
             events::publish(client, pod, &note, &instance).await;
         }
     }
-    let flushed = total - failed;
+    let Tally { flushed, failed, deleted, kept, unreported } = Tally::of(results);
     tracing::info!(nodes = considered, unchanged, flushed, failed, deleted, kept, unreported, "sweep done");
     if let (Some(pod), false) = (regarding, sweep.dry_run) {
         let done = events::sweep_done(considered, unchanged, failed, deleted, kept);
@@ -135,6 +125,40 @@ async fn tell(
     match failed {
         0 => Ok(()),
         _ => Err(Error::SweepFailed { failed, total }),
+    }
+}
+
+/// What the visited nodes came to: the sweep's `sweep done` line, its
+/// `SweepDone` Event and its outcome.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    /// Nodes whose flush succeeded, reported or not.
+    flushed: usize,
+    failed: usize,
+    deleted: u64,
+    kept: u64,
+    /// Flushes that succeeded without a readable summary.
+    unreported: usize,
+}
+
+impl Tally {
+    fn of(results: &[(String, Result<Option<Summary>, Error>)]) -> Tally {
+        let mut tally = Tally::default();
+        for (_, result) in results {
+            match result {
+                Ok(Some(s)) => {
+                    tally.flushed += 1;
+                    tally.deleted += s.deleted;
+                    tally.kept += s.kept;
+                }
+                Ok(None) => {
+                    tally.flushed += 1;
+                    tally.unreported += 1;
+                }
+                Err(_) => tally.failed += 1,
+            }
+        }
+        tally
     }
 }
 
@@ -247,4 +271,24 @@ async fn one_node(
         return Ok(None);
     }
     job::finish(client, namespace, &name, &node.node, started + timeout, timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Signal;
+
+    #[test]
+    fn the_tally_counts_each_node_once_and_adds_what_they_deleted_and_kept() {
+        let summary = |deleted, kept| Summary { deleted, kept, ..Summary::default() };
+        let results = vec![
+            ("node-a".to_owned(), Ok(Some(summary(2, 1)))),
+            ("node-b".to_owned(), Ok(Some(summary(3, 0)))),
+            ("node-c".to_owned(), Ok(None)),
+            ("node-d".to_owned(), Err(Error::Interrupted(Signal::Term))),
+        ];
+        let expected = Tally { flushed: 3, failed: 1, deleted: 5, kept: 1, unreported: 1 };
+        assert_eq!(Tally::of(&results), expected);
+        assert_eq!(Tally::of(&[]), Tally::default());
+    }
 }
