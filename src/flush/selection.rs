@@ -304,6 +304,33 @@ mod tests {
         assert_eq!((slices[0].filter.dst_ip, slices[0].filter.dst_port), (None, Some(53)));
     }
 
+    /// The bound is on the product of addresses and ports, and it is
+    /// reached, not passed, by exactly MAX_DUMPS_PER_PROTOCOL narrow dumps.
+    #[test]
+    fn slices_stay_narrow_up_to_the_bound_and_widen_past_it() {
+        let ports = |n: u16| (1..=n).map(|p| p..=p).collect::<Vec<_>>();
+        let at_the_bound = sel("192.0.2.1,192.0.2.2", &ports(4), "").slices();
+        assert_eq!(at_the_bound.len(), MAX_DUMPS_PER_PROTOCOL, "{at_the_bound:?}");
+        assert!(at_the_bound.iter().all(|s| s.exact));
+        // 2 addresses and 5 ports: 10 dumps, though 2 + 5 is within 8; the
+        // ports, the larger dimension, are widened.
+        let past = sel("192.0.2.1,192.0.2.2", &ports(5), "").slices();
+        assert_eq!(past.len(), 2, "{past:?}");
+        assert!(past.iter().all(|s| s.filter.dst_ip.is_some() && s.filter.dst_port.is_none() && !s.exact));
+    }
+
+    /// TARGET_IP alone: one dump per address, every port.
+    #[test]
+    fn slices_without_ports_filter_on_the_address_only() {
+        let slices = sel("192.0.2.1", &[], "").slices();
+        assert_eq!(slices.len(), 1, "{slices:?}");
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(
+            (slices[0].filter.dst_ip, slices[0].filter.dst_port, slices[0].exact),
+            (Some(ip), None, true)
+        );
+    }
+
     #[test]
     fn slices_one_per_protocol_ip_and_port() {
         let mut s = sel("192.0.2.1,192.0.2.3", &[8125..=8125, 8126..=8126], "");
