@@ -311,6 +311,8 @@ mod tests {
         assert_eq!(got, vec![53..=53, 8125..=8125]);
         assert_eq!(port_list("TARGET_PORT", "1,65535").unwrap(), vec![1..=1, 65535..=65535]);
         assert_eq!(port_list("TARGET_PORT", " , ").unwrap(), vec![]);
+        // A range of one port is a range, not an inverted one.
+        assert_eq!(port_list("TARGET_PORT", "8125-8125").unwrap(), vec![8125..=8125]);
     }
 
     #[test]
