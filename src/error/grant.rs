@@ -64,15 +64,20 @@ mod tests {
 
     #[test]
     fn each_grant_names_its_object_and_where_it_is_bound() {
-        for (grant, place) in [
-            (Grant::Spawner, "kustomize/components/trigger"),
-            (Grant::SweepPods, "kustomize/components/sweep-all-namespaces"),
-            (Grant::Sweep, "kustomize/base"),
-            (Grant::Events, "statsd overlay"),
+        for (grant, object, place) in [
+            (Grant::Spawner, "Role flush-conntrack-spawner", "kustomize/components/trigger"),
+            (
+                Grant::SweepPods,
+                "ClusterRole flush-conntrack-sweep-pods",
+                "kustomize/components/sweep-all-namespaces",
+            ),
+            (Grant::Sweep, "Role flush-conntrack-sweep", "kustomize/base"),
+            (Grant::Events, "ClusterRole flush-conntrack-trigger-events", "statsd overlay"),
         ] {
             let text = grant.to_string();
             let (kind, name) = grant.object();
-            assert!(text.contains(&format!("{kind} {name} ")), "{grant:?}: {text}");
+            assert_eq!(format!("{kind} {name}"), object);
+            assert!(text.contains(&format!("{object} ")), "{grant:?}: {text}");
             assert!(text.contains(place), "{grant:?}: {text}");
         }
     }
